@@ -1,0 +1,233 @@
+"""`kerascnn evaluate`, `kerascnn predict` and `kerascnn export`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import click
+
+from kerascnn.cli import BadInput, configure_logging
+from kerascnn.cli._options import dataset_options, load_dataset_from_options, verbosity_options
+
+OUTPUT_FORMATS = ("table", "json", "csv")
+
+
+def _model_argument(f):
+    return click.argument("model", type=click.Path(path_type=str))(f)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _csv_text(rows: list[list]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for r in rows:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------
+
+
+def _evaluation_table(result) -> str:
+    d = result.to_dict()
+    out = [f"{result.split} samples: {result.num_samples}   accuracy: {result.accuracy:.4f}   "
+           f"loss: {result.loss:.4f}", ""]
+    rows = [["class", "precision", "recall", "f1", "support", "loss"]]
+    for c in d["per_class"]:
+        rows.append([c["class"], _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["f1"]),
+                     str(c["support"]), _fmt(c["loss"])])
+    for name, avg in (("macro avg", d["macro_avg"]), ("weighted avg", d["weighted_avg"])):
+        rows.append([name, _fmt(avg["precision"]), _fmt(avg["recall"]), _fmt(avg["f1"]),
+                     str(result.num_samples), ""])
+    out.append(_table(rows, right={1, 2, 3, 4, 5}))
+    out += ["", "confusion matrix (rows: true class, columns: predicted class)"]
+    short = [n if len(n) <= 12 else n[:11] + "." for n in result.class_names]
+    cm_rows = [[""] + short]
+    for name, row in zip(short, result.confusion_matrix):
+        cm_rows.append([name] + [str(int(v)) for v in row])
+    out.append(_table(cm_rows, right=set(range(1, len(short) + 1))))
+    return "\n".join(out)
+
+
+def _evaluation_csv(result) -> str:
+    rows = [["class", "precision", "recall", "f1", "support", "accuracy", "loss"]]
+    for c in result.per_class():
+        rows.append([c["class"], c["precision"], c["recall"], c["f1"], c["support"],
+                     c["recall"], "" if c["loss"] is None else c["loss"]])
+    m = result.macro
+    rows.append(["all", m["precision"], m["recall"], m["f1"], result.num_samples,
+                 result.accuracy, result.loss])
+    return _csv_text(rows)
+
+
+@click.command("evaluate")
+@_model_argument
+@dataset_options
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test",
+              help="Which split of the dataset to evaluate on.")
+@click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="table",
+              help="How to print the results.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Folder for the confusion-matrix and top-losses pictures.")
+@click.option("--overwrite", is_flag=True, help="Replace pictures already in the --plots folder.")
+@click.option("--seed", type=int, default=0, help="Seed of the train/validation split.")
+@verbosity_options
+def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet, **data_kw):
+    """Accuracy, loss, per-class precision/recall/F1 and confusion matrix of MODEL.
+
+    MODEL is a .keras file, a run folder (model.keras) or a tune folder
+    (best/model.keras). The CSV has one row per class and a final row "all"
+    (macro precision/recall/F1, overall accuracy and loss).
+    """
+    configure_logging(verbose, quiet)
+    from kerascnn.runs import check_model_path, prepare_output_dir
+
+    check_model_path(model)
+    plot_fn = None
+    if plots:
+        prepare_output_dir(plots, overwrite=overwrite)
+        try:
+            from kerascnn.visualize import evaluation_plots as plot_fn
+        except ImportError:
+            raise BadInput("--plots needs kerascnn.visualize.evaluation_plots, which this "
+                           "installation does not have. Run without --plots.") from None
+    from kerascnn.evaluation import evaluate as run_evaluate
+    from kerascnn.evaluation import resolve_model
+
+    keras_model = resolve_model(model)
+    bundle = load_dataset_from_options(seed=seed, **data_kw)
+    result = run_evaluate(keras_model, bundle, split=split, batch_size=data_kw["batch_size"])
+    if output_format == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    elif output_format == "csv":
+        click.echo(_evaluation_csv(result), nl=False)
+    else:
+        click.echo(_evaluation_table(result))
+    if plot_fn is not None:
+        Path(plots).mkdir(parents=True, exist_ok=True)
+        written = plot_fn(keras_model, bundle, result, plots)
+        if not quiet:
+            for path in written or []:
+                click.echo(f"Wrote {path}", err=True)
+
+
+# ---------------------------------------------------------------------------
+# predict
+# ---------------------------------------------------------------------------
+
+
+@click.command("predict")
+@_model_argument
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str),
+                metavar="FILES_OR_DIRS...")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Classes shown per image, at most the number of classes.  "
+                   "[default: 5, or the number of classes if fewer]")
+@click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="table",
+              help="How to print the predictions.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Images per batch.")
+@verbosity_options
+def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
+    """Most likely classes of images, with their probabilities.
+
+    MODEL is a .keras file, a run folder or a tune folder. FILES_OR_DIRS are
+    image files, or folders searched recursively for images. Images are
+    converted to the model's colour mode and resized to its input size.
+    """
+    configure_logging(verbose, quiet)
+    from kerascnn.evaluation import predict as run_predict
+
+    result = run_predict(model, list(inputs), top_k=top_k, batch_size=batch_size)
+    rows = result.rows()
+    top_k = result.top_k
+    if output_format == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if output_format == "csv":
+        header = ["file"]
+        for k in range(1, top_k + 1):
+            header += [f"class_{k}", f"probability_{k}"]
+        lines = [header]
+        for r in rows:
+            line = [r["file"]]
+            for p in r["predictions"]:
+                line += [p["class"], f"{p['probability']:.6g}"]
+            lines.append(line)
+        click.echo(_csv_text(lines), nl=False)
+        return
+    table = [["file"] + [f"top-{k}" for k in range(1, top_k + 1)]]
+    for r in rows:
+        table.append([r["file"]] + [f"{p['class']} {p['probability']:.3f}"
+                                    for p in r["predictions"]])
+    click.echo(_table(table))
+
+
+# ---------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@click.command("export")
+@_model_argument
+@click.option("--format", "export_format",
+              type=click.Choice(["keras", "saved_model", "tflite", "onnx"]), default="keras",
+              help="Export format (onnx needs `pip install 'kerascnn[onnx]'`).")
+@click.option("--output", "-o", type=click.Path(path_type=str), required=True,
+              help="File to write (a folder for saved_model).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--tolerance", type=click.FloatRange(min=0.0), default=1e-4,
+              help="Largest allowed difference between the export's outputs and Keras's.")
+@verbosity_options
+def export(model, export_format, output, overwrite, tolerance, verbose, quiet):
+    """Export MODEL and check it against Keras on a sample batch.
+
+    The export is loaded with its own runtime and run on random images; the
+    largest difference from the Keras model's outputs is reported, and an
+    export above --tolerance is deleted and reported as an error (exit 1).
+    """
+    import logging
+
+    configure_logging(verbose, quiet)
+    if not verbose:
+        for name in ("tf2onnx", "absl"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    from kerascnn.export import ExportVerificationError
+    from kerascnn.export import export as run_export
+
+    try:
+        result = run_export(model, output, format=export_format, overwrite=overwrite,
+                            tolerance=tolerance)
+    except ImportError as e:
+        raise BadInput(str(e)) from None
+    except ExportVerificationError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Exported {result.format} to {result.path} ({_human_size(result.size_bytes)}); "
+               f"max |{result.format} - keras| = {result.max_abs_diff:.3g} on "
+               f"{result.num_samples} samples (tolerance {result.tolerance:g}).")

@@ -1,0 +1,290 @@
+"""Export a model as `.keras`, a TensorFlow SavedModel, TFLite (LiteRT) or ONNX.
+
+Every export is checked before it is put in place: the exported artifact is
+loaded with its own runtime (Keras safe mode, `tf.saved_model.load`, the
+LiteRT/TFLite interpreter, ONNX Runtime), run on a sample batch, and its
+outputs compared with the Keras model's. An export whose largest difference is
+above the tolerance is deleted and reported as an error, so a file at the output
+path is always one that was verified.
+
+The class names travel with the `.keras` file (inside the archive), with the
+SavedModel (`kerascnn.json` in its folder) and with the ONNX model (metadata
+property `kerascnn`); a `.tflite` file has no place for them.
+
+ONNX needs the optional extra: `pip install 'kerascnn[onnx]'` (tf2onnx,
+onnxruntime, onnx).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("keras", "saved_model", "tflite", "onnx")
+ONNX_INSTALL_HINT = "pip install 'kerascnn[onnx]'"
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported artifact's outputs differ from the Keras model's."""
+
+
+@dataclasses.dataclass
+class ExportResult:
+    """What `export` wrote and how closely it agrees with Keras.
+
+    Attributes:
+        format: str. One of `FORMATS`.
+        path: Path. The file or folder written.
+        max_abs_diff: float. Largest absolute difference between the export's
+            outputs and the Keras model's on the sample batch.
+        tolerance: float. The bound it was checked against.
+        num_samples: int. Size of the sample batch.
+        size_bytes: int. Size on disk (all files for a folder).
+        seconds: float. Time to export and verify.
+    """
+
+    format: str
+    path: Path
+    max_abs_diff: float
+    tolerance: float
+    num_samples: int
+    size_bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def missing_onnx_dependencies() -> list[str]:
+    """The ONNX export packages that are not installed (no import is done)."""
+    import importlib.util
+
+    return [m for m in ("tf2onnx", "onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
+
+
+def _check_output(output: Path, fmt: str, overwrite: bool) -> None:
+    if fmt == "keras" and output.suffix != ".keras":
+        raise ValueError(f"A Keras model file must end in '.keras'. Received: output={str(output)!r}")
+    if output.exists() and not overwrite:
+        raise ValueError(f"Output path already exists; pass --overwrite (overwrite=True) to "
+                         f"replace it or choose another path. Received: output={str(output)!r}")
+    if output.exists() and fmt == "saved_model" and not output.is_dir():
+        raise ValueError(f"A SavedModel is a folder but the output path is a file. "
+                         f"Received: output={str(output)!r}")
+    if output.is_dir() and fmt != "saved_model":
+        raise ValueError(f"A {fmt} export is one file but the output path is a folder. "
+                         f"Received: output={str(output)!r}")
+    parent = output.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"The output's parent is not a folder. Received: output={str(output)!r}")
+
+
+def sample_batch(model, num_samples: int = 8, seed: int = 0) -> np.ndarray:
+    """Random images with the model's input shape and raw pixel range 0-255.
+
+    Unknown spatial sizes (None) become 32.
+    """
+    from kerascnn.evaluation import model_input_shape
+
+    shape = tuple(32 if d is None else int(d) for d in model_input_shape(model))
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(num_samples, *shape)).astype(np.float32)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _run_saved_model(path: Path, x: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    out = loaded.serve(tf.constant(x))
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    return np.asarray(out)
+
+
+def _tflite_interpreter(path: Path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moved to LiteRT
+            warnings.simplefilter("ignore")
+            return tf.lite.Interpreter(model_path=str(path))
+    return Interpreter(model_path=str(path))
+
+
+def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
+    interpreter = _tflite_interpreter(path)
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    interpreter.invoke()
+    return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+
+
+def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.asarray(session.run(None, {name: x})[0])
+
+
+def _run_keras(path: Path, x: np.ndarray) -> np.ndarray:
+    from kerascnn.runs import load_model
+
+    return np.asarray(load_model(path, compile=False).predict_on_batch(x))
+
+
+def _write(model, fmt: str, path: Path, metadata: dict[str, Any]) -> None:
+    if fmt == "keras":
+        from kerascnn.runs import save_model
+
+        meta = {k: v for k, v in metadata.items() if k != "kerascnn_version"}
+        class_names = meta.pop("class_names", None)
+        spec = meta.pop("spec", None)
+        save_model(model, path, class_names=class_names, spec=spec, **meta)
+    elif fmt == "saved_model":
+        model.export(str(path), format="tf_saved_model", verbose=False)
+        if metadata:
+            (path / "kerascnn.json").write_text(json.dumps(metadata, indent=2) + "\n",
+                                                encoding="utf-8")
+    elif fmt == "tflite":
+        model.export(str(path), format="litert", verbose=False)
+    elif fmt == "onnx":
+        import onnx
+
+        model.export(str(path), format="onnx", verbose=False)
+        if metadata:
+            proto = onnx.load(str(path))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = "kerascnn", json.dumps(metadata)
+            onnx.save(proto, str(path))
+    if not path.exists():
+        raise ExportVerificationError(f"The {fmt} export wrote nothing at {str(path)!r}.")
+
+
+_RUNNERS = {"keras": _run_keras, "saved_model": _run_saved_model, "tflite": _run_tflite,
+            "onnx": _run_onnx}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def export(
+    model: Any,
+    output: str | os.PathLike,
+    *,
+    format: str = "keras",
+    overwrite: bool = False,
+    tolerance: float = 1e-4,
+    num_samples: int = 8,
+    sample: np.ndarray | None = None,
+    seed: int = 0,
+) -> ExportResult:
+    """Export a model and check that the export computes what Keras computes.
+
+    Args:
+        model: `keras.Model`, or the path of a `.keras` file, a run folder or a
+            tune folder (loaded in Keras safe mode).
+        output: str. File to write (`.keras`, `.tflite`, `.onnx`), or folder for
+            `saved_model`.
+        format: str. `"keras"`, `"saved_model"`, `"tflite"` or `"onnx"`.
+            Defaults to `"keras"`.
+        overwrite: bool. Replace an existing output. Defaults to `False`.
+        tolerance: float. Largest allowed absolute difference per output
+            value, plus 1e-4 of the value's magnitude (as `np.allclose`'s
+            `rtol`). Defaults to 1e-4.
+        num_samples: int. Size of the random sample batch. Defaults to 8.
+        sample: Optional array of inputs to check on instead of random images.
+        seed: int. Seed of the random sample. Defaults to 0.
+
+    Returns:
+        An `ExportResult` with the largest difference found.
+
+    Raises:
+        ValueError: unknown format, output exists without `overwrite`, model
+            file missing or not a Keras model.
+        ImportError: ONNX export without the `[onnx]` extra installed.
+        ExportVerificationError: the export's outputs differ from Keras's by
+            more than the tolerance (nothing is left at `output`).
+
+    Example:
+
+    >>> kerascnn.export("runs/lenet", "lenet.tflite", format="tflite")  # doctest: +SKIP
+    ExportResult(format='tflite', path=PosixPath('lenet.tflite'), max_abs_diff=5.9e-08, ...)
+    """
+    if format not in FORMATS:
+        raise ValueError(f"Unknown export format; allowed: {', '.join(FORMATS)}. "
+                         f"Received: format={format!r}")
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
+        raise ValueError(f"tolerance must be a non-negative number. Received: {tolerance!r}")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer. Received: {num_samples!r}")
+    output = Path(output)
+    _check_output(output, format, overwrite)
+    if format == "onnx":
+        missing = missing_onnx_dependencies()
+        if missing:
+            raise ImportError(f"ONNX export needs {', '.join(missing)}: {ONNX_INSTALL_HINT}")
+
+    from kerascnn.evaluation import resolve_model
+
+    model = resolve_model(model)
+    x = sample_batch(model, num_samples, seed) if sample is None else np.asarray(sample, "float32")
+    start = time.perf_counter()
+    expected = np.asarray(model.predict_on_batch(x))
+    metadata = dict(getattr(model, "kerascnn_metadata", None) or {})
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    tmp = workdir / output.name
+    try:
+        _write(model, format, tmp, metadata)
+        actual = _RUNNERS[format](tmp, x)
+        if actual.shape != expected.shape:
+            raise ExportVerificationError(
+                f"The {format} export returns shape {actual.shape}, Keras {expected.shape}.")
+        diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+        max_diff = float(diff.max()) if diff.size else 0.0
+        bound = tolerance + 1e-4 * np.abs(expected.astype(np.float64))
+        if not np.isfinite(max_diff) or np.any(diff > bound):
+            raise ExportVerificationError(
+                f"The {format} export disagrees with the Keras model: max |difference| = "
+                f"{max_diff:.3g} on {len(x)} samples, above the tolerance {tolerance:g}. "
+                f"Nothing was written to {str(output)!r}.")
+        if output.exists():
+            _remove(output)
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result = ExportResult(format=format, path=output, max_abs_diff=max_diff,
+                          tolerance=float(tolerance), num_samples=len(x),
+                          size_bytes=_size(output), seconds=time.perf_counter() - start)
+    logger.info("Exported %s to %s; max |difference| with Keras %.3g", format, output, max_diff)
+    return result
