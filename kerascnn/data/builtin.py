@@ -204,6 +204,11 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict[str, A
         from), `source_kind` (package, idx, tfds, download or missing),
         `available` (readable offline now), `size_bytes` (of the files found, or None).
     """
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise ValueError(f"The data folder {str(data_dir)!r} does not exist or is not a folder; "
+                         f"pass an existing folder as --data-dir. Received: "
+                         f"data_dir={str(data_dir)!r}")
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else None
     rows = []
     for name, builtin in BUILTINS.items():
         where = locate(name, data_dir)

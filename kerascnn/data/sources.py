@@ -549,7 +549,8 @@ def parse_tfds(source: str) -> tuple[str, str | None]:
 
 
 def _not_prepared(name: str, config: str | None, data_dir, source: str) -> ValueError:
-    directory = str(data_dir) if data_dir else "~/tensorflow_datasets (or $TFDS_DATA_DIR)"
+    directory = str(data_dir) if data_dir else (
+        os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets"))
     full = name + (f"/{config}" if config else "")
     return ValueError(
         f"The tensorflow-datasets dataset {full!r} is not prepared in {directory}, and "
@@ -566,9 +567,13 @@ def load_tfds(name: str, config: str | None, *, data_dir, download: bool, image_
     import tensorflow_datasets as tfds
 
     source = label or f"{TFDS_PREFIX}{name}" + (f":{config}" if config else "")
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # "Variant folder ... has no dataset_info.json"
     try:
         builder = tfds.builder(name, config=config, data_dir=str(data_dir) if data_dir else None,
                                try_gcs=False)
+        prepared = builder.is_prepared()
     except Exception as e:  # noqa: BLE001 - DatasetNotFoundError, config errors, ...
         known = tfds.list_builders(with_community_datasets=False)
         if name not in known:
@@ -578,7 +583,9 @@ def load_tfds(name: str, config: str | None, *, data_dir, download: bool, image_
         raise ValueError(f"tensorflow-datasets cannot make {name!r} with config {config!r} "
                          f"({type(e).__name__}: {e}); allowed configs: "
                          f"{', '.join(configs) or 'none'}. Received: source={source!r}") from None
-    if not builder.is_prepared():
+    finally:
+        absl_logger.setLevel(level)
+    if not prepared:
         if not download:
             raise _not_prepared(name, config, data_dir, source)
         logger.info("Downloading and preparing %s with tensorflow-datasets", name)
