@@ -175,7 +175,9 @@ def _write(model, fmt: str, path: Path, metadata: dict[str, Any]) -> None:
     elif fmt == "onnx":
         import onnx
 
-        model.export(str(path), format="onnx", verbose=False)
+        with warnings.catch_warnings():  # keras' tf2onnx patch trips numpy's np.object warning
+            warnings.simplefilter("ignore", FutureWarning)
+            model.export(str(path), format="onnx", verbose=False)
         if metadata:
             proto = onnx.load(str(path))
             entry = proto.metadata_props.add()

@@ -1,0 +1,93 @@
+"""How fast `kerascnn predict` goes through a folder of images.
+
+Writes N random 28x28 grayscale PNGs (Fashion-MNIST's size) and N 96x80 RGB
+JPEGs to a temporary folder, saves LeNet-5 (raw 28x28 pixels, rescaled and
+resized to 32x32 inside the model) and a 64x64 RGB `simple` network, and times
+`kerascnn.predict` on each folder: batched with background decoding, against
+one `model.predict` call per image (what a naive loop does).
+
+    python bench/predict_speed.py [--images 1000] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def write_images(folder: Path, n: int, size, mode: str, ext: str) -> None:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    shape = size if mode == "L" else (*size, 3)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(
+            folder / f"{i:05d}.{ext}")
+
+
+def bench(name: str, model_path: Path, folder: Path, n: int, batch_size: int, naive: int):
+    import numpy as np
+
+    import kerascnn
+    from kerascnn.evaluation import find_images, load_image
+
+    model = kerascnn.load_model(model_path, compile=False)
+    kerascnn.predict(model, [folder / "00000.png" if (folder / "00000.png").exists()
+                             else next(folder.iterdir())], batch_size=batch_size)  # warm-up
+    start = time.perf_counter()
+    result = kerascnn.predict(model, [folder], batch_size=batch_size)
+    batched = time.perf_counter() - start
+    assert len(result) == n and np.allclose(result.probabilities.sum(1), 1, atol=1e-4)
+
+    h, w, c = model.inputs[0].shape[1:]
+    files = find_images([folder])[:naive]
+    start = time.perf_counter()
+    for f in files:
+        model.predict(load_image(f, (h, w), c)[None].astype("float32"), verbose=0)
+    one_by_one = (time.perf_counter() - start) / len(files)
+    print(f"{name:28s} {n} images: {batched:6.2f} s, {n / batched:7.0f} images/s batched "
+          f"(batch {batch_size}); one at a time: {1 / one_by_one:5.0f} images/s "
+          f"(timed on {len(files)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--naive", type=int, default=100,
+                        help="images timed with one model.predict call each")
+    args = parser.parse_args()
+
+    import keras
+
+    import kerascnn
+    from kerascnn.runs import save_model
+
+    keras.utils.set_random_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        gray, rgb = tmp / "gray", tmp / "rgb"
+        write_images(gray, args.images, (28, 28), "L", "png")
+        write_images(rgb, args.images, (96, 80), "RGB", "jpg")
+        lenet = kerascnn.build_cnn("lenet5", raw_input_shape=(28, 28, 1), preprocessing=[
+            keras.layers.Rescaling(1 / 255), keras.layers.Resizing(32, 32)])
+        save_model(lenet, tmp / "lenet5.keras", class_names=[str(i) for i in range(10)])
+        simple = kerascnn.build_cnn("simple", input_shape=(64, 64, 3), num_classes=10,
+                                    preprocessing=[keras.layers.Rescaling(1 / 255)])
+        save_model(simple, tmp / "simple.keras")
+        print(f"cpu cores: {os.cpu_count()}")
+        bench("lenet5, 28x28 gray PNG", tmp / "lenet5.keras", gray, args.images,
+              args.batch_size, args.naive)
+        bench("simple, 96x80 JPEG -> 64x64", tmp / "simple.keras", rgb, args.images,
+              args.batch_size, args.naive)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""kerascnn.export: every format is checked against Keras; bad inputs are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kerascnn.export import ExportVerificationError, export, missing_onnx_dependencies
+
+CLASSES = ["a", "b", "c"]
+
+
+def tiny_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((10, 10, 1))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    from kerascnn.runs import save_model
+
+    return save_model(tiny_model(), tmp_path / "model.keras", class_names=CLASSES)
+
+
+def _keras_outputs(model_path, x):
+    from kerascnn.runs import load_model
+
+    return load_model(model_path, compile=False).predict(x, verbose=0)
+
+
+def _sample():
+    return np.random.default_rng(5).integers(0, 256, (6, 10, 10, 1)).astype("float32")
+
+
+def test_export_keras_keeps_class_names(model_path, tmp_path):
+    from kerascnn.runs import load_model
+
+    out = tmp_path / "copy.keras"
+    result = export(model_path, out, format="keras")
+    assert result.max_abs_diff == 0.0 and result.path == out and result.size_bytes > 0
+    reloaded = load_model(out)
+    assert reloaded.kerascnn_metadata["class_names"] == CLASSES
+    x = _sample()
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), _keras_outputs(model_path, x))
+
+
+def test_export_saved_model(model_path, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "sm"
+    result = export(model_path, out, format="saved_model")
+    assert result.max_abs_diff < 1e-5
+    x = _sample()  # a sample other than the one export checked
+    loaded = tf.saved_model.load(str(out))  # keep a reference: its variables die with it
+    served = loaded.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(served, _keras_outputs(model_path, x), atol=1e-5)
+    assert json.loads((out / "kerascnn.json").read_text())["class_names"] == CLASSES
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_export_tflite(model_path, tmp_path):
+    from kerascnn.export import _run_tflite
+
+    out = tmp_path / "m.tflite"
+    result = export(model_path, out, format="tflite")
+    assert result.max_abs_diff < 1e-5
+    x = _sample()
+    np.testing.assert_allclose(_run_tflite(out, x), _keras_outputs(model_path, x), atol=1e-5)
+
+
+@pytest.mark.skipif(bool(missing_onnx_dependencies()),
+                    reason="ONNX extra not installed: pip install 'kerascnn[onnx]'")
+def test_export_onnx(model_path, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "m.onnx"
+    result = export(model_path, out, format="onnx")
+    assert result.max_abs_diff < 1e-5
+    x = _sample()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, _keras_outputs(model_path, x), atol=1e-5)
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["kerascnn"])["class_names"] == CLASSES
+
+
+def test_export_onnx_without_extra(model_path, tmp_path, monkeypatch):
+    import kerascnn.export as ex
+
+    monkeypatch.setattr(ex, "missing_onnx_dependencies", lambda: ["tf2onnx"])
+    with pytest.raises(ImportError, match=r"pip install 'kerascnn\[onnx\]'"):
+        export(model_path, tmp_path / "m.onnx", format="onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_refuses_bad_inputs(model_path, tmp_path):
+    with pytest.raises(ValueError, match="Unknown export format.*Received: format='pt'"):
+        export(model_path, tmp_path / "m.pt", format="pt")
+    existing = tmp_path / "m.tflite"
+    existing.write_bytes(b"old")
+    with pytest.raises(ValueError, match="already exists; pass --overwrite"):
+        export(model_path, existing, format="tflite")
+    assert existing.read_bytes() == b"old"
+    with pytest.raises(ValueError, match="must end in '.keras'"):
+        export(model_path, tmp_path / "m.h5", format="keras")
+    with pytest.raises(ValueError, match="Model file not found"):
+        export(tmp_path / "none.keras", tmp_path / "x.keras")
+    with pytest.raises(ValueError, match="tolerance must be a non-negative number"):
+        export(model_path, tmp_path / "x.keras", tolerance=-1)
+
+
+def test_export_overwrite_replaces(model_path, tmp_path):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"old")
+    export(model_path, out, format="tflite", overwrite=True)
+    assert out.read_bytes()[4:8] == b"TFL3"  # the flatbuffer identifier
+
+
+def test_export_disagreement_leaves_nothing(model_path, tmp_path, monkeypatch):
+    import kerascnn.export as ex
+
+    monkeypatch.setitem(ex._RUNNERS, "keras", lambda path, x: np.zeros((len(x), 3)))
+    out = tmp_path / "copy.keras"
+    with pytest.raises(ExportVerificationError, match="disagrees with the Keras model"):
+        export(model_path, out, format="keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
