@@ -40,6 +40,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
+CAM_METHODS = ("hirescam", "gradcam")
 KINDS = ("filters", "feature-maps", "gradcam", "saliency", "learning-curves")
 IMAGE_KINDS = ("feature-maps", "gradcam", "saliency")
 PICTURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
@@ -77,6 +78,7 @@ class GradCAM:
         probability: float. The model's probability for that class.
         predicted: int. The model's predicted class.
         layer: str. The name of the layer whose activations were weighted.
+        method: str. `"hirescam"` or `"gradcam"` (see `gradcam`).
     """
 
     heatmap: Any
@@ -85,6 +87,7 @@ class GradCAM:
     probability: float
     predicted: int
     layer: str
+    method: str = "hirescam"
 
 
 # ---------------------------------------------------------------------------
@@ -426,13 +429,26 @@ def _logit_model(model, target):
     return keras.Model(model.inputs[0], outputs), head
 
 
-def gradcam(model, image, class_index: int | None = None, *, layer: str | None = None) -> GradCAM:
-    """Grad-CAM (Selvaraju et al., 2017) for one image.
+def gradcam(model, image, class_index: int | None = None, *, layer: str | None = None,
+            method: str = "hirescam") -> GradCAM:
+    """A gradient-weighted class activation map for one image.
 
     The gradients of the class score (the logit) with respect to a
-    convolutional feature map, averaged over space, weight the map's
-    channels; the ReLU of the weighted sum, resized to the input, shows where
-    the evidence for the class lies.
+    convolutional feature map weight the map; the ReLU of the weighted sum
+    over channels, resized to the input, shows where the evidence for the
+    class lies.
+
+    - `method="gradcam"` (Selvaraju et al., 2017) weights each channel by its
+      gradient averaged over space.
+    - `method="hirescam"` (Draelos & Carin, 2020), the default, weights each
+      position by its own gradient. Behind a global-pooling head the two are
+      identical; behind a `flatten` head (kerascnn's default) each position
+      has its own weights downstream, the spatial average can cancel, and
+      Grad-CAM's map can be empty or point at the wrong place, while
+      HiResCAM stays the exact contribution of each position to the score.
+      (On the quadrant test in `tests/test_visualize.py`, Grad-CAM gave an
+      all-zero map for half the classes; HiResCAM put 85-98% of its mass on
+      the right quadrant.)
 
     Args:
         model: keras.Model or path.
@@ -441,6 +457,7 @@ def gradcam(model, image, class_index: int | None = None, *, layer: str | None =
             predicted class.
         layer: str, optional. The feature-map layer. Defaults to the last
             convolution's activation (see `gradcam_layer`).
+        method: str. `"hirescam"` or `"gradcam"`. Defaults to `"hirescam"`.
 
     Returns:
         A `GradCAM`.
@@ -452,6 +469,9 @@ def gradcam(model, image, class_index: int | None = None, *, layer: str | None =
     import numpy as np
     import tensorflow as tf
 
+    if method not in CAM_METHODS:
+        raise ValueError(f"Unknown class activation map method; allowed: "
+                         f"{', '.join(CAM_METHODS)}. Received: method={method!r}")
     model = _as_model(model)
     class_index = check_class_index(model, class_index)
     x = as_image(image, model)
@@ -470,8 +490,9 @@ def gradcam(model, image, class_index: int | None = None, *, layer: str | None =
     if grads is None:
         raise ValueError(f"The class score does not depend on layer {target.name!r}; choose "
                          f"another layer. Received: layer={target.name!r}")
-    weights = tf.reduce_mean(grads, axis=(1, 2))
-    cam = tf.nn.relu(tf.reduce_sum(fmap * weights[:, None, None, :], axis=-1))[0]
+    if method == "gradcam":
+        grads = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(fmap * grads, axis=-1))[0]
     coarse = cam.numpy().astype("float32")
     height, width = x.shape[:2]
     fine = tf.image.resize(cam[..., None], (height, width), method="bilinear")[..., 0].numpy()
@@ -486,7 +507,7 @@ def gradcam(model, image, class_index: int | None = None, *, layer: str | None =
     probabilities = _probabilities(scores[0].numpy(), model)
     return GradCAM(heatmap=fine.astype("float32"), coarse=coarse, class_index=chosen,
                    probability=float(probabilities[chosen]), predicted=predicted,
-                   layer=target.name)
+                   layer=target.name, method=method)
 
 
 def _probabilities(scores, model):
@@ -759,7 +780,7 @@ def plot_feature_maps(model, image, *, output: str | os.PathLike | None = None,
 
 
 def plot_gradcam(model, image, class_index: int | None = None, *, layer: str | None = None,
-                 output: str | os.PathLike | None = None) -> Plot:
+                 method: str = "hirescam", output: str | os.PathLike | None = None) -> Plot:
     """Draw the image and its Grad-CAM heat map over it.
 
     Returns:
@@ -767,7 +788,7 @@ def plot_gradcam(model, image, class_index: int | None = None, *, layer: str | N
     """
     model = _as_model(model)
     x = as_image(image, model)
-    cam = gradcam(model, x, class_index, layer=layer)
+    cam = gradcam(model, x, class_index, layer=layer, method=method)
     names = class_names_of(model)
     fig = _figure(6.0, 3.3)
     left, right = fig.subplots(1, 2)
@@ -776,7 +797,8 @@ def plot_gradcam(model, image, class_index: int | None = None, *, layer: str | N
     _show_image(right, x)
     heat = right.imshow(cam.heatmap, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0,
                         interpolation="bilinear")
-    right.set_title(f"Grad-CAM of {cam.layer}", fontsize=8)
+    right.set_title(f"{'HiResCAM' if method == 'hirescam' else 'Grad-CAM'} of {cam.layer}",
+                    fontsize=8)
     bar = fig.colorbar(heat, ax=right, shrink=0.85)
     bar.set_label("relative importance", fontsize=7)
     bar.ax.tick_params(labelsize=6)
@@ -1035,38 +1057,38 @@ def _iterate_test(bundle) -> Iterable[tuple[Any, Any]]:
         yield np.asarray(x), np.asarray(y).reshape(-1)
 
 
-def evaluation_plots(model, bundle, result, out_dir: str | os.PathLike, *,
-                     k: int = 9) -> dict[str, Path]:
-    """The pictures of `kerascnn evaluate --plots DIR`: confusion matrix and top losses.
+def evaluation_figures(model, bundle, result, *, k: int = 9) -> dict[str, Plot]:
+    """The figures of `kerascnn evaluate --plots`, drawn but not saved.
 
     Args:
         model: keras.Model (or path) that was evaluated.
-        bundle: the `DatasetBundle` it was evaluated on; `bundle.test` is
-            read again, in order, to fetch the top-loss images.
-        result: the evaluation result, a mapping (or object with attributes)
-            holding `confusion_matrix` (rows true, columns predicted),
-            `class_names`, and per test sample in `bundle.test` order:
-            `y_true`, `y_pred` and `losses` (and optionally
-            `probabilities`). Per-sample values that are missing are
-            computed from the model.
-        out_dir: folder to write `confusion_matrix.png` and `top_losses.png`.
+        bundle: the `DatasetBundle` it was evaluated on (or `None` when
+            `result` holds the top-loss images). `bundle.test` is read again,
+            in order, only if the result did not keep the images.
+        result: the evaluation result (`kerascnn.evaluation.EvaluationResult`,
+            or a mapping with the same names): `confusion_matrix` (rows
+            true, columns predicted), `class_names`, `split`, and per sample
+            in reading order `y_true`, `y_pred`, `losses`, `probabilities`,
+            plus `top_loss_indices` / `top_loss_images`. Per-sample values
+            that are missing are computed from the model.
         k: int. How many top losses to draw. Defaults to 9.
 
     Returns:
-        `{"confusion_matrix": path, "top_losses": path}`.
+        `{"confusion_matrix": Plot, "top_losses": Plot}`.
     """
     import numpy as np
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--plots must be a folder. Received: plots={str(out_dir)!r}")
     class_names = _field(result, "class_names", default=None) or getattr(
         bundle, "class_names", None)
+    split = _field(result, "split", default="test")
     y_true = _field(result, "y_true", "labels", default=None)
     y_pred = _field(result, "y_pred", "predictions", "predicted", default=None)
     losses = _field(result, "losses", "per_sample_loss", "sample_losses", default=None)
     probabilities = _field(result, "probabilities", "probs", default=None)
     if y_true is None or y_pred is None or losses is None:
+        if bundle is None:
+            raise ValueError("The evaluation result holds no per-sample values and no dataset "
+                             "was given to compute them. Received: bundle=None")
         y_true, y_pred, losses, probabilities = _per_sample(_as_model(model), bundle)
     y_true = np.asarray(y_true).reshape(-1).astype("int64")
     y_pred = np.asarray(y_pred).reshape(-1).astype("int64")
@@ -1075,16 +1097,34 @@ def evaluation_plots(model, bundle, result, out_dir: str | os.PathLike, *,
         n = len(class_names) if class_names else int(max(y_true.max(), y_pred.max()) + 1)
         matrix = np.zeros((n, n), dtype="int64")
         np.add.at(matrix, (y_true, y_pred), 1)
+    counts = np.asarray(matrix)
+    total, correct = int(counts.sum()), int(np.trace(counts))
+    title = (f"Confusion matrix ({split}): accuracy {correct / max(total, 1):.3f} "
+             f"({correct}/{total})")
     wanted = top_loss_indices(losses, k)
     pictures = _top_loss_pictures(result, bundle, wanted, y_true)
-    paths = {
-        "confusion_matrix": plot_confusion_matrix(
-            matrix, class_names, output=out_dir / "confusion_matrix.png").path,
-        "top_losses": plot_top_losses(
-            pictures, y_true, y_pred, losses, class_names=class_names,
-            probabilities=probabilities, indices=wanted, output=out_dir / "top_losses.png").path,
+    return {
+        "confusion_matrix": plot_confusion_matrix(matrix, class_names, title=title),
+        "top_losses": plot_top_losses(pictures, y_true, y_pred, losses, class_names=class_names,
+                                      probabilities=probabilities, indices=wanted),
     }
-    return paths
+
+
+def evaluation_plots(model, bundle, result, out_dir: str | os.PathLike, *,
+                     k: int = 9) -> list[Path]:
+    """Write the pictures of `kerascnn evaluate --plots DIR`.
+
+    Draws `evaluation_figures` and saves them as `confusion_matrix.png` and
+    `top_losses.png` in `out_dir` (created if needed).
+
+    Returns:
+        The paths written.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--plots must be a folder. Received: plots={str(out_dir)!r}")
+    figures = evaluation_figures(model, bundle, result, k=k)
+    return [save_figure(plot.figure, out_dir / f"{name}.png") for name, plot in figures.items()]
 
 
 def _top_loss_pictures(result, bundle, wanted: list[int], y_true) -> list:
@@ -1134,7 +1174,7 @@ def _per_sample(model, bundle):
 
 def visualize(model, kind: str, output: str | os.PathLike, *, image=None,
               class_index: int | None = None, layer: str | None = None,
-              overwrite: bool = False) -> Plot:
+              cam_method: str = "hirescam", overwrite: bool = False) -> Plot:
     """Draw one picture of a model (what `kerascnn visualize` runs).
 
     Everything is checked before anything is computed or written.
@@ -1150,6 +1190,8 @@ def visualize(model, kind: str, output: str | os.PathLike, *, image=None,
         class_index: int, optional. The class to explain (`gradcam`,
             `saliency`). Defaults to the predicted class.
         layer: str, optional. The layer to draw (`filters`, `gradcam`).
+        cam_method: str. `"hirescam"` or `"gradcam"` (see `gradcam`).
+            Defaults to `"hirescam"`.
         overwrite: bool. Replace an existing output file. Defaults to `False`.
 
     Returns:
@@ -1163,6 +1205,9 @@ def visualize(model, kind: str, output: str | os.PathLike, *, image=None,
     if kind not in KINDS:
         raise ValueError(f"Unknown picture kind; allowed: {', '.join(KINDS)}. "
                          f"Received: kind={kind!r}")
+    if cam_method not in CAM_METHODS:
+        raise ValueError(f"Unknown class activation map method; allowed: "
+                         f"{', '.join(CAM_METHODS)}. Received: cam_method={cam_method!r}")
     output = check_output(output, overwrite=overwrite)
     if kind == "learning-curves":
         if not isinstance(model, (str, os.PathLike)):
@@ -1185,5 +1230,6 @@ def visualize(model, kind: str, output: str | os.PathLike, *, image=None,
     if kind == "feature-maps":
         return plot_feature_maps(model, image, output=output)
     if kind == "gradcam":
-        return plot_gradcam(model, image, class_index, layer=layer, output=output)
+        return plot_gradcam(model, image, class_index, layer=layer, method=cam_method,
+                            output=output)
     return plot_saliency(model, image, class_index, output=output)
