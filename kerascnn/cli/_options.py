@@ -23,8 +23,10 @@ class IntTuple(click.ParamType):
         if isinstance(value, (tuple, list)):
             parts = list(value)
         else:
-            text = str(value).strip().strip("()[]")
-            parts = [p for p in re.split(r"[,x\s]+", text) if p != ""]
+            text = str(value).strip().strip("()[]").strip()
+            if re.fullmatch(r"\d+(\s*x\s*\d+)+", text):  # 28x28x1
+                text = text.replace("x", ",")
+            parts = [p.strip() for p in text.split(",")] if text else []
         try:
             ints = tuple(int(p) for p in parts)
         except (TypeError, ValueError):
@@ -176,3 +178,111 @@ def load_dataset_from_options(**kw):
     )
 
 
+
+
+# ---------------------------------------------------------------------------
+# CNNSpec fields as flags (summary, train)
+# ---------------------------------------------------------------------------
+
+
+class FieldValue(click.ParamType):
+    """A spec field value: `3`, `32,64`, `same,valid` or `96,256,(384,384,256)`."""
+
+    name = "VALUE"
+
+    def __init__(self, kind: str = "int"):
+        self.kind = kind
+
+    def convert(self, value: Any, param, ctx) -> Any:
+        if not isinstance(value, str):
+            return value
+        import yaml
+
+        text = value.strip()
+        if self.kind == "list" and text.lower() in ("", "none", "()", "[]"):
+            return ()
+        try:
+            parsed = yaml.safe_load("[" + text.replace("(", "[").replace(")", "]") + "]")
+        except yaml.YAMLError:
+            self.fail(f"expected a value or a comma-separated list such as 32,64 or "
+                      f"96,256,(384,384,256). Received: {value!r}", param, ctx)
+        if self.kind == "list":
+            return tuple(parsed)
+        return parsed[0] if len(parsed) == 1 else tuple(
+            tuple(p) if isinstance(p, list) else p for p in parsed)
+
+
+_SPEC_FLAGS = [
+    ("--conv-blocks", dict(type=click.IntRange(min=1), help="M: number of convolution blocks.")),
+    ("--convs-per-block", dict(type=FieldValue(), help="N: convolutions per block (or per-block list).")),
+    ("--filters", dict(type=FieldValue(), help="Filters per block, e.g. 32,64 or 96,256,(384,384,256).")),
+    ("--kernel-size", dict(type=FieldValue(), help="Kernel size (or per-block list).")),
+    ("--strides", dict(type=FieldValue(), help="Convolution strides (or per-block list).")),
+    ("--padding", dict(type=FieldValue("str"), help="same or valid (or per-block list).")),
+    ("--dilation-rate", dict(type=FieldValue(), help="Dilation rate (or per-block list).")),
+    ("--activation", dict(type=str, help="Hidden activation, e.g. relu, tanh.")),
+    ("--batch-norm/--no-batch-norm", dict(default=None, help="BatchNormalization after convs.")),
+    ("--spatial-dropout", dict(type=float, help="SpatialDropout rate at the end of each block.")),
+    ("--pooling", dict(type=FieldValue("str"), help="max, avg, none or conv (or per-block list).")),
+    ("--pool-size", dict(type=FieldValue(), help="Pool size (or per-block list).")),
+    ("--pool-strides", dict(type=FieldValue(), help="Pool strides (default: pool size).")),
+    ("--pool-padding", dict(type=FieldValue("str"), help="Pool padding: valid or same.")),
+    ("--block-type", dict(type=FieldValue("str"), help="plain or residual (or per-block list).")),
+    ("--head", dict(type=str, help="flatten, gap or conv.")),
+    ("--dense-units", dict(type=FieldValue("list"), help="K hidden widths, e.g. 128 or 4096,4096; none for K=0.")),
+    ("--dropout", dict(type=float, help="Dropout after each hidden dense layer.")),
+    ("--classifier-activation", dict(type=click.Choice(["softmax", "none"]), help="softmax or none (logits).")),
+]
+
+SPEC_FIELD_PARAMS = [flag.split("/")[0].lstrip("-").replace("-", "_") for flag, _ in _SPEC_FLAGS]
+
+
+def spec_options(f: Callable) -> Callable:
+    """--preset, --config/--spec FILE, --input-shape, --num-classes and one flag per CNNSpec field."""
+    for flag, kwargs in reversed(_SPEC_FLAGS):
+        kwargs = {"default": None, "show_default": False, **kwargs}
+        f = click.option(flag, **kwargs)(f)
+    f = click.option("--num-classes", type=click.IntRange(min=2), default=None,
+                     help="Number of classes (default: the preset's or the dataset's).")(f)
+    f = click.option("--input-shape", type=INPUT_SHAPE, default=None,
+                     help="Input shape, e.g. 28,28,1 (length,channels for 1D; "
+                          "depth,height,width,channels for 3D).")(f)
+    f = click.option("--config", "--spec", "spec_file", type=click.Path(dir_okay=False),
+                     default=None, help="A CNNSpec YAML/JSON file (e.g. a run's spec.yaml); "
+                                        "field flags override it.")(f)
+    f = click.option("--preset", default=None,
+                     help="A preset: lenet5, alexnet, vgg16, resnet18, allconv, fcn, simple.")(f)
+    return f
+
+
+def spec_from_options(*, preset=None, spec_file=None, input_shape=None, num_classes=None,
+                      default_preset: str | None = "simple", **kw):
+    """A CNNSpec from --preset / --spec FILE and field flags (flags win).
+
+    Raises ValueError (one line at the CLI) for anything the spec refuses.
+    """
+    from kerascnn.presets import get_preset
+    from kerascnn.spec import CNNSpec
+
+    if preset and spec_file:
+        raise click.UsageError("Give --preset or --config, not both.")
+    fields = {k: v for k, v in kw.items() if k in SPEC_FIELD_PARAMS and v is not None}
+    if fields.get("classifier_activation") == "none":
+        fields["classifier_activation"] = None
+    if spec_file:
+        if not Path(spec_file).is_file():
+            raise ValueError(f"Spec file not found. Received: --config {spec_file!r}")
+        spec = CNNSpec.load(spec_file)
+        changes = dict(fields)
+        if input_shape is not None:
+            changes["input_shape"] = tuple(input_shape)
+        if num_classes is not None:
+            changes["num_classes"] = num_classes
+        return spec.replace(**changes) if changes else spec
+    name = preset or default_preset
+    if name is None:
+        if input_shape is None or num_classes is None:
+            raise ValueError("Without --preset or --config, give --input-shape and --num-classes. "
+                             f"Received: input_shape={input_shape}, num_classes={num_classes}")
+        return CNNSpec(input_shape=tuple(input_shape), num_classes=num_classes, **fields)
+    return get_preset(name, input_shape=input_shape, num_classes=num_classes, **fields)
