@@ -173,10 +173,11 @@ def _check_weights(weights: str | None) -> str | None:
 def _check_image_size(image_size, backbone: Backbone) -> tuple[int, int]:
     if image_size is None:
         return (backbone.default_size, backbone.default_size)
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
     try:
-        size = tuple(int(s) for s in image_size)
+        if isinstance(image_size, int) and not isinstance(image_size, bool):
+            size = (image_size, image_size)
+        else:
+            size = tuple(int(s) for s in image_size)
     except (TypeError, ValueError):
         raise TypeError(f"image_size must be an int or (height, width). "
                         f"Received: image_size={image_size!r}") from None
