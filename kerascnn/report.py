@@ -38,8 +38,9 @@ from typing import Any, Sequence
 logger = logging.getLogger(__name__)
 
 LEADERBOARD = "leaderboard.json"
-FIXED_COLUMNS = ("trial_id", "status", "score", "params", "macs", "receptive_field", "epochs",
-                 "seconds")
+# shown first, in this order, when present; every other key follows in file order
+LEADING_COLUMNS = ("rank", "trial_id", "status", "score", "val_loss", "params", "macs",
+                   "receptive_field", "epochs", "seconds")
 DEPTH_AXES = (
     ("N", "convs per block", ("convs_per_block",)),
     ("M", "conv blocks", ("conv_blocks",)),
@@ -66,8 +67,9 @@ class Search:
 
     @property
     def completed(self) -> list[dict[str, Any]]:
-        """Rows with a finite score."""
-        return [r for r in self.rows if _finite(r.get("score"))]
+        """Completed rows with a finite score."""
+        return [r for r in self.rows if _finite(r.get("score")) and
+                str(r.get("status", "COMPLETED")).upper() == "COMPLETED"]
 
     def best(self, n: int = 1) -> list[dict[str, Any]]:
         """The `n` best completed rows, best first."""
@@ -191,6 +193,15 @@ def pareto_front(points: Sequence[tuple[float, float]], direction: str = "max") 
     return front
 
 
+def row_values(row: dict[str, Any]) -> dict[str, Any]:
+    """A row's values with a nested `hyperparameters` mapping (if any) flattened in."""
+    values = {k: v for k, v in row.items() if k != "hyperparameters"}
+    nested = row.get("hyperparameters")
+    if isinstance(nested, dict):
+        values.update({k: v for k, v in nested.items() if k not in values})
+    return values
+
+
 def depth_values(row: dict[str, Any]) -> dict[str, float | None]:
     """N, M and K of a leaderboard row, from its active hyperparameters.
 
@@ -198,7 +209,7 @@ def depth_values(row: dict[str, Any]) -> dict[str, float | None]:
     e.g. `convs_per_block_1`, `convs_per_block_2`); M is `conv_blocks`; K the
     number of dense layers (`dense_layers`, or the length of `dense_units`).
     """
-    hp = dict(row.get("hyperparameters") or {})
+    hp = row_values(row)
     values: dict[str, float | None] = {}
     for letter, _, names in DEPTH_AXES:
         value = next((hp[n] for n in names if n in hp), None)
@@ -216,15 +227,40 @@ def depth_values(row: dict[str, Any]) -> dict[str, float | None]:
 
 
 def trial_history(search: Search, trial_id: str) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch metrics of one trial from keras-tuner's `trial_<id>/trial.json`.
+    """Per-epoch metrics of one trial, from its folder `trial_<id>/`.
+
+    Read from, in order: `history.csv` (a Keras `CSVLogger` file),
+    `history.json` (Keras's `History.history` mapping), or keras-tuner's
+    `trial.json` when it holds more than one step per metric (keras-tuner
+    1.4 keeps only the best epoch there).
 
     Returns:
-        `{metric: [(epoch, value), ...]}` (epochs from 1); `{}` if the trial
-        file is missing or unreadable.
+        `{metric: [(epoch, value), ...]}` (epochs from 1); `{}` when the
+        trial folder holds no per-epoch history.
     """
-    file = search.path / f"trial_{trial_id}" / "trial.json"
+    folder = search.path / f"trial_{trial_id}"
+    if (folder / "history.csv").is_file():
+        from kerascnn.visualize import read_history
+
+        try:
+            history = read_history(folder / "history.csv")
+        except ValueError:
+            history = {}
+        epochs = [int(e) for e in history.pop("epoch", [])]
+        return {name: list(zip(epochs, values)) for name, values in history.items()
+                if all(_finite(v) for v in values)}
+    if (folder / "history.json").is_file():
+        try:
+            data = json.loads((folder / "history.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict):
+            return {name: [(i + 1, float(v)) for i, v in enumerate(values)]
+                    for name, values in data.items()
+                    if isinstance(values, list) and values and all(_finite(v) for v in values)}
     try:
-        metrics = json.loads(file.read_text(encoding="utf-8"))["metrics"]["metrics"]
+        metrics = json.loads((folder / "trial.json").read_text(encoding="utf-8"))
+        metrics = metrics["metrics"]["metrics"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     history = {}
@@ -235,7 +271,7 @@ def trial_history(search: Search, trial_id: str) -> dict[str, list[tuple[int, fl
             value = value[-1] if isinstance(value, list) and value else value
             if _finite(value) and isinstance(obs.get("step"), int):
                 points.append((obs["step"] + 1, float(value)))
-        if points:
+        if len(points) > 1:
             history[name] = sorted(points)
     return history
 
@@ -376,15 +412,15 @@ def plot_best_learning_curves(search: Search, *, top: int = 5, output=None):
 # ---------------------------------------------------------------------------
 
 
-def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """Fixed columns present in the rows, and the union of hyperparameter names."""
-    fixed = [c for c in FIXED_COLUMNS if any(c in r for r in rows)]
-    hps: list[str] = []
+def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every key of the rows (nested hyperparameters flattened), the usual ones first."""
+    seen: list[str] = []
     for row in rows:
-        for name in (row.get("hyperparameters") or {}):
-            if name not in hps:
-                hps.append(name)
-    return fixed, hps
+        for key in row_values(row):
+            if key not in seen:
+                seen.append(key)
+    return [c for c in LEADING_COLUMNS if c in seen] + [c for c in seen
+                                                        if c not in LEADING_COLUMNS]
 
 
 def format_value(value: Any) -> str:
@@ -406,42 +442,50 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _cells(row: dict[str, Any], fixed: list[str], hps: list[str]) -> list[tuple[str, Any]]:
-    hp = row.get("hyperparameters") or {}
-    cells = [(c, row.get(c)) for c in fixed]
-    cells += [(f"hp:{h}", hp.get(h)) for h in hps]
-    return cells
+def _table(search: Search) -> tuple[list[str], list[list[tuple[str, Any, bool]]]]:
+    """Header and cells `(column, value, from_file)`; a position rank if the file has none."""
+    columns = leaderboard_columns(search.rows)
+    own_rank = "rank" not in columns
+    header = (["rank"] if own_rank else []) + columns
+    body = []
+    for position, row in enumerate(search.rows, start=1):
+        values = row_values(row)
+        cells = [("rank", position, False)] if own_rank else []
+        cells += [(c, values.get(c), c in values) for c in columns]
+        body.append(cells)
+    return header, body
 
 
 def leaderboard_html(search: Search) -> str:
-    """The leaderboard as an HTML table.
+    """The leaderboard as an HTML table, rows in the file's order.
 
-    Every cell carries its exact JSON value in `data-value` (the text shows
-    it rounded), so the table can be checked against `leaderboard.json`.
+    Every cell holding a value from `leaderboard.json` carries its exact
+    JSON value in `data-value` (the text shows it rounded), so the table can
+    be checked against the file; a key a row lacks is an empty cell without
+    `data-value`.
     """
-    fixed, hps = leaderboard_columns(search.rows)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["rank", *fixed, *hps])
-    body = []
-    for rank, row in enumerate(search.rows, start=1):
-        cells = [f'<td data-column="rank">{rank}</td>']
-        for column, value in _cells(row, fixed, hps):
-            cells.append(f'<td data-column="{html.escape(column)}" '
-                         f'data-value="{html.escape(json.dumps(value), quote=True)}">'
-                         f"{html.escape(format_value(value))}</td>")
-        body.append(f'<tr data-trial="{html.escape(str(row["trial_id"]))}">{"".join(cells)}</tr>')
+    header, body = _table(search)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    lines = []
+    for row, cells in zip(search.rows, body):
+        tds = []
+        for column, value, from_file in cells:
+            attrs = f' data-column="{html.escape(column)}"'
+            if from_file:
+                attrs += f' data-value="{html.escape(json.dumps(value), quote=True)}"'
+            tds.append(f"<td{attrs}>{html.escape(format_value(value))}</td>")
+        lines.append(f'<tr data-trial="{html.escape(str(row["trial_id"]))}">{"".join(tds)}</tr>')
     return (f'<table id="leaderboard">\n<thead><tr>{head}</tr></thead>\n<tbody>\n'
-            + "\n".join(body) + "\n</tbody>\n</table>")
+            + "\n".join(lines) + "\n</tbody>\n</table>")
 
 
 def leaderboard_markdown(search: Search) -> str:
     """The leaderboard as a Markdown table (values rounded as in `format_value`)."""
-    fixed, hps = leaderboard_columns(search.rows)
-    header = ["rank", *fixed, *hps]
+    header, body = _table(search)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for rank, row in enumerate(search.rows, start=1):
-        values = [str(rank)] + [format_value(v).replace("|", "\\|")
-                                for _, v in _cells(row, fixed, hps)]
-        lines.append("| " + " | ".join(values) + " |")
+    for cells in body:
+        lines.append("| " + " | ".join(format_value(v).replace("|", "\\|")
+                                       for _, v, _ in cells) + " |")
     return "\n".join(lines)
 
 
