@@ -399,6 +399,11 @@ def load_builtin(name: str, data_dir, download: bool, color_mode: str | None = N
 def load_npz(path: Path, label: str | None = None) -> RawData:
     """An `.npz` in the keras.datasets layout, or with `x` and `y` (test carved)."""
     source = str(path)
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{source!r} is not a readable .npz file (not a zip archive of .npy "
+                         f"arrays, as numpy.savez writes). Received: {source!r}")
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
