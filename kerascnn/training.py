@@ -403,12 +403,20 @@ def resolve_spec(spec_or_preset, *, input_shape: tuple[int, ...], num_classes: i
 
     A preset (or a dict/file without `input_shape`/`num_classes`) takes the
     dataset's shape and class count; an explicit spec must agree with them.
-    `fields` override spec fields.
+    A callable is called as `spec_or_preset(input_shape, num_classes)` and
+    must return a `CNNSpec` (the CLI builds its spec this way once the data
+    is known). `fields` override spec fields.
     """
     from kerascnn.spec import CNNSpec
 
     if spec_or_preset is None:
         spec_or_preset = "simple"
+    if callable(spec_or_preset) and not isinstance(spec_or_preset, (CNNSpec, str, dict)):
+        made = spec_or_preset(tuple(input_shape), num_classes)
+        if not isinstance(made, CNNSpec):
+            raise TypeError(f"A spec factory must return a CNNSpec. "
+                            f"Received: {type(made).__name__}")
+        spec_or_preset = made
     if isinstance(spec_or_preset, CNNSpec):
         spec = spec_or_preset.replace(**fields) if fields else spec_or_preset
     elif isinstance(spec_or_preset, dict):
@@ -586,6 +594,7 @@ def train(
     tensorboard: bool = False,
     resume: bool = False,
     verbose: int = 0,
+    callbacks: Sequence[Any] = (),
     command_line: Sequence[str] | None = None,
     **fields: Any,
 ) -> TrainResult:
@@ -593,9 +602,9 @@ def train(
 
     Args:
         spec: `CNNSpec`, dict of spec fields, preset name (`"simple"`,
-            `"lenet5"`, ...) or path of a spec YAML/JSON file. A preset takes
-            the dataset's input shape and class count. Defaults to
-            `"simple"`.
+            `"lenet5"`, ...), path of a spec YAML/JSON file, or a callable
+            `(input_shape, num_classes) -> CNNSpec`. A preset takes the
+            dataset's input shape and class count. Defaults to `"simple"`.
         dataset: str or `DatasetBundle`. A dataset name as
             `kerascnn.load_dataset` takes it, or an already loaded bundle
             (then `batch_size` and the data options are not used).
@@ -637,6 +646,7 @@ def train(
             last finished epoch (Keras `BackupAndRestore`); starts afresh if
             there is nothing to continue.
         verbose: int. 0: one log line per epoch; 1: Keras progress bars.
+        callbacks: more Keras callbacks, run after kerascnn's own.
         command_line: list of str. Recorded in `manifest.json`. Defaults
             to `sys.argv`.
         **fields: `CNNSpec` fields that override the spec's.
@@ -690,7 +700,7 @@ def train(
     config = {
         "dataset": getattr(bundle, "source", str(dataset)),
         "dataset_fingerprint": getattr(bundle, "fingerprint", None),
-        "validation_split": validation_split,
+        "validation_split": getattr(bundle, "validation_split", validation_split),
         "image_size": list(image_size) if image_size else None,
         "color_mode": color_mode,
         "normalize": bool(normalize),
@@ -703,6 +713,7 @@ def train(
         "schedule": schedule,
         "early_stopping": early_stopping or 0,
         "seed": seed,
+        "data_seed": getattr(bundle, "seed", seed),
         "deterministic": bool(deterministic),
         "mixed_precision": precision,
         "jit": bool(jit),
@@ -744,7 +755,8 @@ def train(
                 steps_per_execution=steps_per_execution, state_dir=state_dir,
                 history_path=(out / "history.csv") if out is not None and chief else None,
                 tensorboard_dir=(out / "logs") if tensorboard and out is not None else None,
-                resuming=resuming, backup=out is not None, verbose=verbose)
+                resuming=resuming, backup=out is not None, verbose=verbose,
+                extra_callbacks=list(callbacks))
         result.output_dir = out if chief else None
         if out is not None and chief:
             paths["history.csv"] = out / "history.csv"
@@ -813,7 +825,8 @@ def _distributable(dataset, strategy_name: str):
 
 def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer, learning_rate,
          weight_decay, schedule, early_stopping, jit, steps_per_execution, state_dir,
-         history_path, tensorboard_dir, resuming, backup, verbose) -> TrainResult:
+         history_path, tensorboard_dir, resuming, backup, verbose,
+         extra_callbacks=()) -> TrainResult:
     import keras
 
     History, BestCheckpoint, EpochLogger, NaNGuard = _make_callbacks_module()
@@ -854,11 +867,13 @@ def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir)))
     if verbose < 1:
         callbacks.append(EpochLogger(epochs))
+    callbacks += list(extra_callbacks)
 
     train_ds = _distributable(bundle.train, config["strategy"])
     val_ds = _distributable(bundle.validation, config["strategy"]) if has_validation else None
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+              shuffle=False,  # the pipeline shuffles; Keras would only warn
               verbose=1 if verbose >= 1 else 0)
     seconds = time.perf_counter() - start
     initial_epoch = int(getattr(model, "_initial_epoch", 0) or 0)

@@ -1,0 +1,207 @@
+"""`kerascnn train` and `kerascnn lr-find`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from kerascnn.cli import configure_logging
+from kerascnn.cli._options import (SPEC_FIELD_PARAMS, dataset_options, seed_option,
+                                   spec_from_options, spec_options, verbosity_options)
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+SCHEDULES = ("constant", "cosine", "one-cycle", "plateau")
+STRATEGIES = ("none", "mirrored", "multiworker")
+_SPEC_KEYS = ("preset", "spec_file", "input_shape", "num_classes", *SPEC_FIELD_PARAMS)
+_DATA_KEYS = ("dataset", "data_dir", "image_size", "color_mode", "validation_split",
+              "batch_size", "download")
+
+
+def find_spec_file(directory: str) -> Path:
+    """The spec.yaml of a run folder or a tune result (`DIR`, `DIR/best`, `DIR/<project>/best`)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ValueError(f"--from needs a run folder or a tune result folder. "
+                         f"Received: --from {directory!r}")
+    candidates = [root / "spec.yaml", root / "best" / "spec.yaml"]
+    candidates += sorted(root.glob("*/best/spec.yaml"))
+    found = [c for c in candidates if c.is_file()]
+    if len({c.parent for c in found}) > 1 and not (root / "spec.yaml").is_file() \
+            and not (root / "best" / "spec.yaml").is_file():
+        raise ValueError(f"--from {directory!r} holds several tune results "
+                         f"({', '.join(str(c.parent.parent) for c in found)}); name one. "
+                         f"Received: --from {directory!r}")
+    if not found:
+        raise ValueError(f"No spec.yaml in {directory!r} (looked for spec.yaml, best/spec.yaml "
+                         f"and */best/spec.yaml). Received: --from {directory!r}")
+    return found[0]
+
+
+def spec_factory(kw: dict, from_dir: str | None):
+    """A callable `(input_shape, num_classes) -> CNNSpec` from the spec options.
+
+    A preset takes the dataset's shape and classes unless `--input-shape` or
+    `--num-classes` say otherwise; a spec file (`--config`, `--from`) keeps its
+    own. Validated up front, so a bad flag fails before any data is loaded.
+    """
+    spec_kw = {k: kw.get(k) for k in _SPEC_KEYS}
+    if from_dir is not None:
+        if spec_kw["preset"] or spec_kw["spec_file"]:
+            raise click.UsageError("Give one of --from, --preset or --config.")
+        spec_kw["spec_file"] = str(find_spec_file(from_dir))
+    if spec_kw["spec_file"] and not Path(spec_kw["spec_file"]).is_file():
+        raise ValueError(f"Spec file not found. Received: --config {spec_kw['spec_file']!r}")
+
+    def make(input_shape, num_classes):
+        if spec_kw["spec_file"]:
+            return spec_from_options(**spec_kw)
+        return spec_from_options(**{**spec_kw,
+                                    "input_shape": spec_kw["input_shape"] or input_shape,
+                                    "num_classes": spec_kw["num_classes"] or num_classes})
+
+    if spec_kw["spec_file"] or (spec_kw["input_shape"] and spec_kw["num_classes"]):
+        make(None, None)  # a bad file or field value fails here, before the data loads
+    return make
+
+
+def _data_kwargs(kw: dict) -> dict:
+    data = {k: kw.get(k) for k in _DATA_KEYS}
+    size = data["image_size"]
+    if size is not None and len(size) == 1:
+        data["image_size"] = (size[0], size[0])
+    return data
+
+
+def _from_option(f):
+    return click.option("--from", "from_dir", type=click.Path(file_okay=False), default=None,
+                        help="Train the network of a run folder or a tune result "
+                             "(reads its spec.yaml; DIR, DIR/best or DIR/<project>/best).")(f)
+
+
+@click.command("train")
+@spec_options
+@_from_option
+@dataset_options
+@click.option("--normalize", is_flag=True,
+              help="Add a Normalization layer adapted on the training data.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, help="Maximum epochs.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam")
+@click.option("--learning-rate", "--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True),
+              default=1e-3, help="Base rate (the peak rate for one-cycle).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="Decoupled weight decay (adamw).")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default="constant",
+              help="Learning-rate schedule.")
+@click.option("--early-stopping", type=click.IntRange(min=0), default=5,
+              help="Patience in epochs on the validation loss; 0 turns it off.")
+@seed_option
+@click.option("--deterministic", is_flag=True,
+              help="TensorFlow op determinism: bit-identical reruns, slower.")
+@click.option("--mixed-precision", is_flag=True,
+              help="mixed_bfloat16 on CPU, mixed_float16 on GPU; the output layer stays float32.")
+@click.option("--jit", is_flag=True, help="Compile the train step with XLA.")
+@click.option("--steps-per-execution", type=click.IntRange(min=1), default=1,
+              help="Train steps per tf.function call.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="none",
+              help="mirrored: all local GPUs; multiworker: several machines, set TF_CONFIG.")
+@click.option("--tensorboard", is_flag=True, help="Write TensorBoard logs to OUTPUT_DIR/logs.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run in --output-dir from its last epoch.")
+@click.option("--output-dir", type=click.Path(file_okay=False), required=True,
+              help="The run folder: spec.yaml, config.yaml, history.csv, model.keras, "
+                   "metrics.json, manifest.json.")
+@click.option("--overwrite", is_flag=True, help="Replace results already in --output-dir.")
+@verbosity_options
+def train(from_dir, normalize, epochs, optimizer, learning_rate, weight_decay, schedule,
+          early_stopping, seed, deterministic, mixed_precision, jit, steps_per_execution,
+          strategy, tensorboard, resume, output_dir, overwrite, verbose, quiet, **kw):
+    """Train one network and write its run folder.
+
+    The network comes from --preset (default: simple), --config spec.yaml,
+    --from a run or tune result, and field flags that override it; a preset
+    takes the dataset's input shape and number of classes.
+
+    \b
+    Examples:
+      kerascnn train --preset simple --epochs 5 --output-dir runs/simple
+      kerascnn train --from tune_results/kerascnn --schedule one-cycle --lr 3e-3 --output-dir runs/best
+      kerascnn train --preset lenet5 --activation relu --mixed-precision --output-dir runs/lenet
+      kerascnn train ... --output-dir runs/x --resume      # after an interruption
+    """
+    configure_logging(verbose, quiet)
+    make_spec = spec_factory(kw, from_dir)
+    from kerascnn.training import train as run_training
+
+    result = run_training(
+        make_spec, **_data_kwargs(kw), normalize=normalize, epochs=epochs,
+        optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
+        schedule=schedule, early_stopping=early_stopping, seed=seed,
+        deterministic=deterministic, mixed_precision=mixed_precision, jit=jit,
+        steps_per_execution=steps_per_execution, strategy=strategy, tensorboard=tensorboard,
+        resume=resume, output_dir=output_dir, overwrite=overwrite, verbose=verbose,
+        command_line=["kerascnn", *sys.argv[1:]] if sys.argv else None)
+    m = result.metrics
+    if not quiet:
+        best = m.get("best_epoch")
+        click.echo(f"Trained {m['epochs_run']} epochs in {result.seconds:.1f}s "
+                   f"({result.images_per_second:,.0f} images/s)"
+                   + (f"; best epoch {best + 1}" if best is not None else "")
+                   + ("; stopped early" if m.get("stopped_early") else ""))
+        click.echo(f"test_accuracy {m['test_accuracy']:.4f}  test_loss {m['test_loss']:.4f}")
+        if result.output_dir is not None:
+            click.echo(f"Run folder: {result.output_dir}")
+    if result.diverged:
+        click.echo("Error: the loss became NaN; try a lower --learning-rate "
+                   "(kerascnn lr-find suggests one).", err=True)
+        sys.exit(1)
+
+
+@click.command("lr-find")
+@spec_options
+@_from_option
+@dataset_options
+@click.option("--normalize", is_flag=True,
+              help="Add a Normalization layer adapted on the training data.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam")
+@click.option("--start-lr", type=click.FloatRange(min=0, min_open=True), default=1e-7)
+@click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=10.0)
+@click.option("--steps", type=click.IntRange(min=10), default=200,
+              help="Batches in the range test.")
+@click.option("--method", type=click.Choice(["steepest", "minimum/10"]), default="steepest",
+              help="How the rate is suggested from the smoothed loss curve.")
+@click.option("--output", type=click.Path(dir_okay=False), default="lr_find.png",
+              help="Where to save the loss-vs-rate plot (PNG).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --output file.")
+@seed_option
+@verbosity_options
+def lr_find(from_dir, normalize, optimizer, start_lr, end_lr, steps, method, output, overwrite,
+            seed, verbose, quiet, **kw):
+    """The learning-rate range test: suggests a --learning-rate for train.
+
+    Trains for --steps batches while the rate grows exponentially from
+    --start-lr to --end-lr, smooths the loss, and suggests the rate where it
+    falls fastest (or the minimum's rate / 10). Saves the loss-vs-rate plot.
+
+    \b
+    Example:
+      kerascnn lr-find --preset simple --output lr.png
+      kerascnn train --preset simple --schedule one-cycle --lr <suggestion> --output-dir runs/a
+    """
+    configure_logging(verbose, quiet)
+    make_spec = spec_factory(kw, from_dir)
+    from kerascnn.training import lr_find as range_test
+
+    result = range_test(make_spec, **_data_kwargs(kw), normalize=normalize,
+                        optimizer=optimizer, start_lr=start_lr, end_lr=end_lr, steps=steps,
+                        method=method, output=output, overwrite=overwrite, seed=seed)
+    if quiet:
+        click.echo(f"{result.suggestion:.3g}")
+        return
+    click.echo(f"Suggested learning rate: {result.suggestion:.3g} ({result.method}; "
+               f"steepest descent {result.steepest:.3g}, minimum/10 {result.minimum / 10:.3g})")
+    if result.diverged:
+        click.echo(f"The loss diverged at {result.learning_rates[-1]:.3g} "
+                   f"after {len(result.learning_rates)} steps.")
+    click.echo(f"Plot: {result.plot_path}")

@@ -1,0 +1,421 @@
+"""kerascnn.training / kerascnn.schedules: train(), the run folder, resume, lr_find, schedules."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from kerascnn import schedules
+from kerascnn.runs import load_model, read_json, read_yaml
+
+# a 3-class problem a tiny CNN learns in a couple of epochs: the bright quadrant is the class
+SIZE = 12
+TINY_SPEC = dict(conv_blocks=1, convs_per_block=1, filters=4, dense_units=(8,))
+
+
+def make_quadrant_npz(path, n_train=240, n_test=60, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 3, size=n)
+        x = rng.integers(0, 60, size=(n, SIZE, SIZE, 1))
+        half = SIZE // 2
+        for i, label in enumerate(y):
+            r, c = divmod(int(label), 2)
+            x[i, r * half:(r + 1) * half, c * half:(c + 1) * half] += 180
+        return x.astype("uint8"), y.astype("int64")
+
+    x_train, y_train = make(n_train)
+    x_test, y_test = make(n_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+             class_names=np.array(["top_left", "top_right", "bottom_left"]))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    return make_quadrant_npz(tmp_path_factory.mktemp("data") / "quadrants.npz")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_npz, tmp_path_factory):
+    """One complete run folder, shared by the checks of its files."""
+    import keras
+
+    from kerascnn.training import train
+
+    keras.utils.set_random_seed(0)
+    out = tmp_path_factory.mktemp("runs") / "run"
+    result = train("simple", dataset=tiny_npz, epochs=3, batch_size=32, output_dir=out,
+                   schedule="one-cycle", learning_rate=3e-3, seed=1,
+                   command_line=["kerascnn", "train", "test"], **TINY_SPEC)
+    return result, out
+
+
+# ---------------------------------------------------------------------------- schedules
+
+
+def test_constant_schedule_is_a_float_without_callbacks():
+    lr, callbacks = schedules.make_schedule("constant", 0.01, epochs=3, steps_per_epoch=10)
+    assert lr == 0.01 and callbacks == []
+
+
+def test_cosine_schedule_decays_to_zero():
+    lr, _ = schedules.make_schedule("cosine", 0.1, epochs=5, steps_per_epoch=20)
+    values = [schedules.learning_rate_at(lr, s) for s in (0, 50, 100)]
+    assert values[0] == pytest.approx(0.1)
+    assert values[1] == pytest.approx(0.05, rel=1e-3)
+    assert values[2] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_one_cycle_rises_to_the_peak_then_anneals():
+    lr, _ = schedules.make_schedule("one_cycle", 0.1, epochs=10, steps_per_epoch=10)
+    values = np.array([schedules.learning_rate_at(lr, s) for s in range(0, 101)])
+    peak = int(np.argmax(values))
+    assert peak == 30  # 30% warm-up
+    assert values[0] == pytest.approx(0.1 / 25)
+    assert values[peak] == pytest.approx(0.1)
+    assert np.all(np.diff(values[:peak + 1]) > 0) and np.all(np.diff(values[peak:]) <= 0)
+    assert values[-1] < 1e-5
+
+
+def test_plateau_schedule_adds_reduce_lr_on_plateau():
+    import keras
+
+    lr, callbacks = schedules.make_schedule("plateau", 0.01, epochs=3, steps_per_epoch=5,
+                                            monitor="loss", plateau_patience=3)
+    assert lr == 0.01
+    (cb,) = callbacks
+    assert isinstance(cb, keras.callbacks.ReduceLROnPlateau)
+    assert cb.monitor == "loss" and cb.patience == 3 and cb.factor == 0.5
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(name="step"), "Unknown learning-rate schedule.*Received: schedule='step'"),
+    (dict(learning_rate=0.0), "learning_rate must be a positive number"),
+    (dict(learning_rate=float("nan")), "learning_rate must be a positive number"),
+    (dict(epochs=0), "at least one epoch"),
+    (dict(steps_per_epoch=0), "at least one epoch"),
+])
+def test_make_schedule_rejects_bad_input(kwargs, match):
+    args = {**dict(name="cosine", learning_rate=0.1, epochs=2, steps_per_epoch=3), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        schedules.make_schedule(args.pop("name"), args.pop("learning_rate"), **args)
+
+
+# ---------------------------------------------------------------------------- the run folder
+
+
+def test_run_folder_holds_every_file(finished_run):
+    from kerascnn.spec import CNNSpec
+
+    result, out = finished_run
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["spec.yaml", "config.yaml", "history.csv", "model.keras", "metrics.json",
+         "manifest.json"])  # no checkpoints left behind
+    assert CNNSpec.load(out / "spec.yaml") == result.spec
+    assert result.spec.input_shape == (SIZE, SIZE, 1) and result.spec.num_classes == 3
+
+    config = read_yaml(out / "config.yaml")
+    assert config["epochs"] == 3 and config["batch_size"] == 32
+    assert config["schedule"] == "one-cycle" and config["learning_rate"] == 3e-3
+    assert config["seed"] == 1 and config["mixed_precision"] == "float32"
+    assert config["dataset"].endswith("quadrants.npz")
+
+    manifest = read_json(out / "manifest.json")
+    assert manifest["seed"] == 1 and manifest["status"] == "complete"
+    assert manifest["dataset_fingerprint"] == config["dataset_fingerprint"]
+    assert manifest["command_line"] == ["kerascnn", "train", "test"]
+    assert manifest["versions"]["tensorflow"]
+
+
+def test_history_csv_has_one_row_per_epoch(finished_run):
+    result, out = finished_run
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"):
+        assert all(math.isfinite(float(r[key])) for r in rows), key
+    assert [float(r["loss"]) for r in rows] == pytest.approx([h["loss"] for h in result.history])
+    # one-cycle: the rate at the end of the first epoch is on the way up, the last is tiny
+    lrs = [float(r["learning_rate"]) for r in rows]
+    assert lrs[-1] < lrs[0] < 3e-3
+
+
+def test_metrics_match_the_saved_model(finished_run, tiny_npz):
+    from kerascnn.data import load_dataset
+
+    result, out = finished_run
+    metrics = read_json(out / "metrics.json")
+    assert set(metrics) >= {"test_accuracy", "test_loss", "best_epoch", "epochs_run"}
+    assert metrics["epochs_run"] == 3 and not metrics["diverged"]
+    model = load_model(out / "model.keras")
+    assert model.kerascnn_metadata["class_names"] == ["top_left", "top_right", "bottom_left"]
+    assert model.kerascnn_metadata["spec"]["num_classes"] == 3
+    bundle = load_dataset(tiny_npz, batch_size=32, seed=1)
+    again = model.evaluate(bundle.test, verbose=0, return_dict=True)
+    assert again["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert again["loss"] == pytest.approx(metrics["test_loss"], rel=1e-5)
+    # the model holds the best epoch's weights (by validation loss)
+    best = min(result.history, key=lambda r: r["val_loss"])
+    assert metrics["best_epoch"] == best["epoch"]
+
+
+def test_existing_run_is_refused_and_left_untouched(finished_run, tiny_npz):
+    from kerascnn.training import train
+
+    _, out = finished_run
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(ValueError, match="already holds results.*--overwrite"):
+        train("simple", dataset=tiny_npz, epochs=1, output_dir=out, **TINY_SPEC)
+    with pytest.raises(ValueError, match="already finished; nothing to resume"):
+        train("simple", dataset=tiny_npz, epochs=3, batch_size=32, output_dir=out,
+              schedule="one-cycle", learning_rate=3e-3, seed=1, resume=True, **TINY_SPEC)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_bad_data_writes_nothing(tmp_path):
+    from kerascnn.training import train
+
+    out = tmp_path / "run"
+    with pytest.raises(ValueError):
+        train("simple", dataset=str(tmp_path / "missing.npz"), epochs=1, output_dir=out)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(epochs=0), "epochs must be an integer >= 1. Received: epochs=0"),
+    (dict(epochs=1.5), "epochs must be an integer"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(optimizer="adagrad"), "Unknown optimizer.*Received: optimizer='adagrad'"),
+    (dict(learning_rate=-1.0), "learning_rate must be a positive number"),
+    (dict(learning_rate=True), "learning_rate must be a positive number"),
+    (dict(weight_decay=-0.1), "weight_decay must be a number >= 0"),
+    (dict(schedule="linear"), "Unknown learning-rate schedule"),
+    (dict(early_stopping=-2), "early_stopping is a patience"),
+    (dict(strategy="tpu"), "Unknown strategy.*Received: strategy='tpu'"),
+    (dict(steps_per_execution=0), "steps_per_execution must be an integer >= 1"),
+    (dict(tensorboard=True), "tensorboard=True needs an output_dir"),
+    (dict(resume=True), "resume=True needs an output_dir"),
+    (dict(mixed_precision="float8"), "mixed_precision must be a bool or one of"),
+    (dict(strategy="multiworker", resume=True, output_dir="x"),
+     "resume is not supported with strategy='multiworker'"),
+])
+def test_train_rejects_bad_options(kwargs, match, tmp_path):
+    from kerascnn.training import train
+
+    kwargs = {**kwargs}
+    if "output_dir" in kwargs:
+        kwargs["output_dir"] = tmp_path / "x"
+    with pytest.raises((ValueError, TypeError), match=match):
+        train("simple", dataset="no-such-dataset", **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("tf_config, match", [
+    (None, "needs the TF_CONFIG environment variable"),
+    ("{not json", "TF_CONFIG is not valid JSON"),
+    ('{"cluster": {"worker": ["localhost:1"]}}', "needs 'cluster' and 'task'"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}',
+     "does not name a member of the cluster"),
+    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}',
+     "must be HOST:PORT"),
+])
+def test_multiworker_checks_tf_config(tf_config, match, monkeypatch):
+    from kerascnn.training import train
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=match):
+        train("simple", dataset="no-such-dataset", strategy="multiworker")
+
+
+def test_is_chief_picks_worker_zero_or_the_chief():
+    from kerascnn.training import is_chief
+
+    workers = {"worker": ["a:1", "b:2"]}
+    assert is_chief(None)
+    assert is_chief({"cluster": workers, "task": {"type": "worker", "index": 0}})
+    assert not is_chief({"cluster": workers, "task": {"type": "worker", "index": 1}})
+    with_chief = {"chief": ["c:3"], **workers}
+    assert is_chief({"cluster": with_chief, "task": {"type": "chief", "index": 0}})
+    assert not is_chief({"cluster": with_chief, "task": {"type": "worker", "index": 0}})
+
+
+def test_spec_must_fit_the_data(tiny_npz):
+    from kerascnn.spec import CNNSpec
+    from kerascnn.training import train
+
+    wrong_classes = CNNSpec(input_shape=(SIZE, SIZE, 1), num_classes=5, **TINY_SPEC)
+    with pytest.raises(ValueError, match="num_classes=5 but the dataset has 3 classes"):
+        train(wrong_classes, dataset=tiny_npz, epochs=1)
+    wrong_channels = CNNSpec(input_shape=(SIZE, SIZE, 3), num_classes=3, **TINY_SPEC)
+    with pytest.raises(ValueError, match=r"does not fit the data.*Received: input_shape"):
+        train(wrong_channels, dataset=tiny_npz, epochs=1)
+    with pytest.raises(TypeError, match="spec must be a CNNSpec"):
+        train(42, dataset=tiny_npz, epochs=1)
+
+
+# ---------------------------------------------------------------------------- behaviour
+
+
+def test_same_seed_same_history(tiny_npz):
+    from kerascnn.training import train
+
+    runs = [train("simple", dataset=tiny_npz, epochs=1, batch_size=32, seed=seed,
+                  deterministic=True, **TINY_SPEC).history for seed in (3, 3, 4)]
+    loss = [[row["loss"] for row in h] for h in runs]
+    assert loss[0] == loss[1]  # bit-identical
+    assert loss[0] != loss[2]
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()  # restored afterwards
+
+
+def test_resume_continues_from_the_last_finished_epoch(tiny_npz, tmp_path):
+    import keras
+
+    from kerascnn.training import train
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt("simulated kill")
+
+    class Count(keras.callbacks.Callback):
+        epochs: list = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    out = tmp_path / "run"
+    options = dict(dataset=tiny_npz, epochs=4, batch_size=32, output_dir=out,
+                   schedule="cosine", early_stopping=0, **TINY_SPEC)
+    with pytest.raises(KeyboardInterrupt):
+        train("simple", callbacks=[Interrupt()], **options)
+    assert (out / "checkpoints" / "backup").is_dir() and not (out / "metrics.json").exists()
+    with open(out / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+    changed = {**options, "learning_rate": 0.1}
+    with pytest.raises(ValueError, match="these options differ.*learning_rate"):
+        train("simple", resume=True, **changed)
+
+    count = Count()
+    result = train("simple", resume=True, callbacks=[count], **options)
+    assert count.epochs == [2, 3]
+    assert [row["epoch"] for row in result.history] == [0, 1, 2, 3]
+    # the cosine schedule continued where it stopped rather than starting again
+    assert result.history[2]["learning_rate"] < result.history[1]["learning_rate"]
+    assert result.history[3]["learning_rate"] == pytest.approx(0.0, abs=1e-9)
+    assert read_json(out / "manifest.json")["resumed"] is True
+    assert not (out / "checkpoints").exists()
+
+
+def test_mixed_precision_keeps_a_float32_output(tiny_npz):
+    import keras
+
+    from kerascnn.training import train
+
+    before = keras.config.dtype_policy().name
+    result = train("simple", dataset=tiny_npz, epochs=1, batch_size=32,
+                   mixed_precision="mixed_bfloat16", **TINY_SPEC)
+    model = result.model
+    assert model.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert keras.backend.standardize_dtype(model.outputs[0].dtype) == "float32"
+    assert math.isfinite(result.metrics["test_loss"])
+    assert keras.config.dtype_policy().name == before
+    assert result.config["mixed_precision"] == "mixed_bfloat16"
+
+
+def test_tensorboard_logs_are_written(tiny_npz, tmp_path):
+    from kerascnn.training import train
+
+    out = tmp_path / "run"
+    result = train("simple", dataset=tiny_npz, epochs=1, batch_size=32, output_dir=out,
+                   tensorboard=True, **TINY_SPEC)
+    events = list((out / "logs").rglob("events.out.tfevents.*"))
+    assert events and result.paths["logs"] == out / "logs"
+
+
+def test_overwrite_replaces_only_run_files(tiny_npz, tmp_path):
+    from kerascnn.training import train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "metrics.json").write_text("{}")
+    train("simple", dataset=tiny_npz, epochs=1, batch_size=32, output_dir=out, overwrite=True,
+          **TINY_SPEC)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert "test_accuracy" in read_json(out / "metrics.json")
+
+
+# ---------------------------------------------------------------------------- lr_find
+
+
+def test_suggest_learning_rate_finds_the_steepest_descent():
+    from kerascnn.training import suggest_learning_rate
+
+    lrs = np.logspace(-6, 0, 61)
+    # flat, then falls fastest at 1e-3, bottoms out at 1e-1, then blows up
+    x = np.log10(lrs)
+    loss = 2 - np.tanh((x + 3) * 2) + np.where(x > -1, (x + 1) ** 2 * 20, 0)
+    steepest, minimum = suggest_learning_rate(lrs, loss)
+    assert steepest == pytest.approx(1e-3, rel=0.3)
+    assert 1e-2 <= minimum <= 2e-1
+    with pytest.raises(ValueError, match="at least 3 finite losses"):
+        suggest_learning_rate([1e-3, 1e-2], [1.0, float("nan")])
+
+
+def test_lr_find_on_a_keras_model_restores_its_weights(tmp_path):
+    import keras
+    from PIL import Image
+
+    from kerascnn.training import lr_find
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 8)).astype("float32")
+    y = (x @ rng.normal(size=(8, 3))).argmax(1)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    before = [w.copy() for w in model.get_weights()]
+    result = lr_find(model, dataset=(x, y), steps=60, batch_size=32,
+                     output=tmp_path / "lr.png")
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    lrs = result.learning_rates
+    assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))
+    assert len(result.losses) == len(lrs) == len(result.smoothed_losses) <= 60
+    assert lrs[0] < result.suggestion < lrs[-1]
+    assert result.suggestion == result.steepest
+    with Image.open(result.plot_path) as im:
+        assert im.format == "PNG" and im.size[0] > 300
+    with pytest.raises(ValueError, match="already exists; pass --overwrite"):
+        lr_find(model, dataset=(x, y), steps=20, output=tmp_path / "lr.png")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(start_lr=0), "start_lr must be a positive number"),
+    (dict(start_lr=1.0, end_lr=0.1), "start_lr must be smaller than end_lr"),
+    (dict(steps=5), "steps must be an integer >= 10"),
+    (dict(smoothing=1.0), r"smoothing must be in \[0, 1\)"),
+    (dict(divergence=1.0), "divergence must be a number > 1"),
+    (dict(method="valley"), "Unknown suggestion method"),
+    (dict(optimizer="adadelta"), "Unknown optimizer"),
+    (dict(output="plot.jpg"), "must end in .png"),
+])
+def test_lr_find_rejects_bad_input(kwargs, match):
+    from kerascnn.training import lr_find
+
+    with pytest.raises(ValueError, match=match):
+        lr_find("simple", dataset="no-such-dataset", **kwargs)
