@@ -550,3 +550,35 @@ def test_import_does_not_load_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ})
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_download_only_when_asked(tmp_path, monkeypatch):
+    """download=True fetches the four idx files (keras.utils.get_file) into data_dir/<name>."""
+    import keras
+
+    monkeypatch.delenv("KERASCNN_DATA_DIR", raising=False)
+    source = write_idx_dataset(tmp_path / "server")
+    calls = []
+
+    def fake_get_file(fname, origin, file_hash=None, hash_algorithm="auto", cache_dir=None,
+                      cache_subdir="datasets"):
+        calls.append((fname, origin, file_hash))
+        target = Path(cache_dir) / cache_subdir / fname
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((source / fname).read_bytes())
+        return str(target)
+
+    monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with pytest.raises(ValueError, match="not on this machine and download=False"):
+        load_dataset("mnist", data_dir=data_dir)
+    assert calls == []
+    bundle = load_dataset("mnist", data_dir=data_dir, download=True)
+    assert bundle.num_test == 40 and str(data_dir / "mnist") in bundle.location
+    assert [c[0] for c in calls] == list(IDX_FILES.values())
+    assert all(c[1].startswith("https://") and len(c[2]) == 32 for c in calls)
+    # the next load finds the files without downloading
+    calls.clear()
+    assert load_dataset("mnist", data_dir=data_dir).fingerprint == bundle.fingerprint
+    assert calls == []

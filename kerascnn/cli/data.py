@@ -78,10 +78,6 @@ def datasets(source, data_dir, image_size, color_mode, validation_split, downloa
     bundle = load_dataset(source, validation_split=validation_split, image_size=image_size,
                           color_mode=color_mode, data_dir=data_dir, download=download, seed=seed)
     info = bundle.describe()
-    info["class_counts"] = {
-        split: [int(c) for c in __import__("numpy").bincount(
-            bundle._pools[split].labels, minlength=bundle.num_classes)]
-        for split in ("train", "validation", "test") if bundle._pools.get(split) is not None}
     if fmt == "json":
         click.echo(json.dumps(info, indent=2))
         return

@@ -106,6 +106,11 @@ class DatasetBundle:
                     np.zeros((0,), dtype=np.int32))
         return pool.arrays(limit)
 
+    def class_counts(self) -> dict[str, list[int]]:
+        """Examples per class id in each split (from the labels, no decoding)."""
+        return {split: np.bincount(pool.labels, minlength=self.num_classes).tolist()
+                for split, pool in self._pools.items() if pool is not None}
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary (for manifests and `kerascnn datasets`)."""
         return {
@@ -116,6 +121,7 @@ class DatasetBundle:
             "num_train": self.num_train, "num_validation": self.num_validation,
             "num_test": self.num_test, "validation_split": self.validation_split,
             "seed": self.seed, "batch_size": self.batch_size,
+            "class_counts": self.class_counts(),
         }
 
 
