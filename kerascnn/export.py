@@ -53,6 +53,11 @@ class ExportResult:
         num_samples: int. Size of the sample batch.
         size_bytes: int. Size on disk (all files for a folder).
         seconds: float. Time to export and verify.
+        converted_from: str or None. The mixed-precision policy of a model
+            exported as its float32 copy (TFLite and ONNX), else None; the
+            check is then against that float32 Keras copy.
+        precision_diff: float or None. Largest difference between the float32
+            copy and the mixed-precision model on the sample.
     """
 
     format: str
@@ -62,6 +67,8 @@ class ExportResult:
     num_samples: int
     size_bytes: int
     seconds: float
+    converted_from: str | None = None
+    precision_diff: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -187,6 +194,39 @@ def _write(model, fmt: str, path: Path, metadata: dict[str, Any]) -> None:
         raise ExportVerificationError(f"The {fmt} export wrote nothing at {str(path)!r}.")
 
 
+def mixed_precision_policy(model) -> str | None:
+    """The first non-float32 dtype policy among the model's layers, or None."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        name = getattr(getattr(layer, "dtype_policy", None), "name", "float32")
+        if name != "float32":
+            return name
+    return None
+
+
+def float32_copy(model):
+    """The same network and weights with every layer computing in float32.
+
+    TFLite and ONNX Runtime cannot run the bfloat16/float16 casts of a
+    mixed-precision model, so those exports are made from this copy.
+    """
+    import keras
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(
+                    obj.get("config"), dict):
+                return {**obj, "config": {**obj["config"], "name": "float32"}}
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        return obj
+
+    config = walk(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 _RUNNERS = {"keras": _run_keras, "saved_model": _run_saved_model, "tflite": _run_tflite,
             "onnx": _run_onnx}
 
@@ -260,14 +300,25 @@ def export(
     model = resolve_model(model)
     x = sample_batch(model, num_samples, seed) if sample is None else np.asarray(sample, "float32")
     start = time.perf_counter()
-    expected = np.asarray(model.predict_on_batch(x))
     metadata = dict(getattr(model, "kerascnn_metadata", None) or {})
+    reference, policy, precision_diff = model, None, None
+    if format in ("tflite", "onnx"):
+        policy = mixed_precision_policy(model)
+        if policy is not None:
+            reference = float32_copy(model)
+            precision_diff = float(np.abs(
+                np.asarray(reference.predict_on_batch(x), np.float64)
+                - np.asarray(model.predict_on_batch(x), np.float64)).max())
+            logger.warning("The model computes in %s, which %s cannot run; exporting it in "
+                           "float32 (max |float32 - %s| = %.3g on the sample).",
+                           policy, format, policy, precision_diff)
+    expected = np.asarray(reference.predict_on_batch(x))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     tmp = workdir / output.name
     try:
-        _write(model, format, tmp, metadata)
+        _write(reference, format, tmp, metadata)
         actual = _RUNNERS[format](tmp, x)
         if actual.shape != expected.shape:
             raise ExportVerificationError(
@@ -287,6 +338,7 @@ def export(
         shutil.rmtree(workdir, ignore_errors=True)
     result = ExportResult(format=format, path=output, max_abs_diff=max_diff,
                           tolerance=float(tolerance), num_samples=len(x),
-                          size_bytes=_size(output), seconds=time.perf_counter() - start)
-    logger.info("Exported %s to %s; max |difference| with Keras %.3g", format, output, max_diff)
+                          size_bytes=_size(output), seconds=time.perf_counter() - start,
+                          converted_from=policy, precision_diff=precision_diff)
+    logger.debug("Exported %s to %s; max |difference| with Keras %.3g", format, output, max_diff)
     return result

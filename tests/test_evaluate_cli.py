@@ -111,6 +111,19 @@ def test_evaluate_plots(runner, model_path, npz_dataset, tmp_path, needs_data):
     assert "--overwrite" in one_error_line(res)
 
 
+def test_evaluate_defaults_to_training_dataset(runner, npz_dataset, tmp_path, needs_data):
+    from kerascnn.runs import save_model
+
+    path = save_model(tiny_model(), tmp_path / "trained.keras", class_names=CLASSES,
+                      config={"dataset": npz_dataset, "image_size": None, "seed": 3})
+    res = runner.invoke(main, ["evaluate", str(path), "--format", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["num_samples"] == 30  # tiny.npz, not the bundled sample
+    res = runner.invoke(main, ["evaluate", str(path), "--format", "json", "-q",
+                               "--dataset", "fashion_mnist_sample"])
+    assert json.loads(res.stdout)["num_samples"] == 1000  # a flag overrides the stored one
+
+
 def test_evaluate_bad_model(runner, tmp_path):
     assert "Model file not found" in one_error_line(
         runner.invoke(main, ["evaluate", str(tmp_path / "missing.keras")]))

@@ -136,3 +136,22 @@ def test_export_disagreement_leaves_nothing(model_path, tmp_path, monkeypatch):
     with pytest.raises(ExportVerificationError, match="disagrees with the Keras model"):
         export(model_path, out, format="keras")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+
+
+def test_export_mixed_precision_model_as_float32(tmp_path):
+    import keras
+
+    from kerascnn.export import _run_tflite
+
+    inp = keras.Input((10, 10, 1))
+    x = keras.layers.Rescaling(1 / 255, dtype="mixed_bfloat16")(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu", dtype="mixed_bfloat16")(x)
+    x = keras.layers.GlobalAveragePooling2D(dtype="mixed_bfloat16")(x)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax", dtype="float32")(x))
+    out = tmp_path / "mp.tflite"
+    result = export(model, out, format="tflite")
+    assert result.converted_from == "mixed_bfloat16"
+    assert result.max_abs_diff < 1e-5  # against the float32 Keras copy
+    assert 0 < result.precision_diff < 0.05  # bfloat16 rounding, reported, not hidden
+    x = _sample()
+    np.testing.assert_allclose(_run_tflite(out, x), model.predict(x, verbose=0), atol=0.05)

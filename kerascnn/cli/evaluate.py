@@ -9,11 +9,14 @@ import math
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from kerascnn.cli import BadInput, configure_logging
 from kerascnn.cli._options import dataset_options, load_dataset_from_options, verbosity_options
 
 OUTPUT_FORMATS = ("table", "json", "csv")
+# dataset options that `evaluate` takes from the model's training config unless given
+TRAINING_DATA_OPTIONS = ("dataset", "image_size", "color_mode", "validation_split", "seed")
 
 
 def _model_argument(f):
@@ -95,13 +98,23 @@ def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet
     """Accuracy, loss, per-class precision/recall/F1 and confusion matrix of MODEL.
 
     MODEL is a .keras file, a run folder (model.keras) or a tune folder
-    (best/model.keras). The CSV has one row per class and a final row "all"
+    (best/model.keras). Dataset options not given (--dataset, --image-size,
+    --color-mode, --validation-split, --seed) default to those the model was
+    trained with, when `kerascnn train` saved them in the model. The CSV has one row per class and a final row "all"
     (macro precision/recall/F1, overall accuracy and loss).
     """
     configure_logging(verbose, quiet)
-    from kerascnn.runs import check_model_path, prepare_output_dir
+    from kerascnn.runs import check_model_path, prepare_output_dir, read_model_metadata
 
-    check_model_path(model)
+    trained = read_model_metadata(check_model_path(model)).get("config") or {}
+    ctx = click.get_current_context()
+    for name in TRAINING_DATA_OPTIONS:  # unset options default to what the model was trained on
+        if name in trained and ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+            value = trained[name]
+            if name == "seed":
+                seed = value
+            else:
+                data_kw[name] = tuple(value) if isinstance(value, list) else value
     plot_fn = None
     if plots:
         prepare_output_dir(plots, overwrite=overwrite)
@@ -216,7 +229,7 @@ def export(model, export_format, output, overwrite, tolerance, verbose, quiet):
 
     configure_logging(verbose, quiet)
     if not verbose:
-        for name in ("tf2onnx", "absl"):
+        for name in ("tf2onnx", "absl", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
     from kerascnn.export import ExportVerificationError
     from kerascnn.export import export as run_export
@@ -228,6 +241,11 @@ def export(model, export_format, output, overwrite, tolerance, verbose, quiet):
         raise BadInput(str(e)) from None
     except ExportVerificationError as e:
         raise click.ClickException(str(e)) from None
+    reference = "keras" if result.converted_from is None else "keras float32"
     click.echo(f"Exported {result.format} to {result.path} ({_human_size(result.size_bytes)}); "
-               f"max |{result.format} - keras| = {result.max_abs_diff:.3g} on "
+               f"max |{result.format} - {reference}| = {result.max_abs_diff:.3g} on "
                f"{result.num_samples} samples (tolerance {result.tolerance:g}).")
+    if result.converted_from is not None:
+        click.echo(f"The model computes in {result.converted_from}; {result.format} runs its "
+                   f"float32 copy (max |float32 - {result.converted_from}| = "
+                   f"{result.precision_diff:.3g}).")
