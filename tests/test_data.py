@@ -337,6 +337,23 @@ def test_tfds_source_with_mock_data(tmp_path):
         assert next(iter(rgb.test))[0].shape[1:] == (28, 28, 3)
 
 
+def test_builtin_from_a_prepared_tfds_copy(tmp_path, monkeypatch):
+    """mnist without idx files anywhere: a prepared tensorflow-datasets copy is used."""
+    import tensorflow_datasets as tfds
+
+    if Path("/usr/share/datasets/mnist").exists():
+        pytest.skip("the system folder would be found first")
+    monkeypatch.delenv("KERASCNN_DATA_DIR", raising=False)
+    with tfds.testing.mock_data(num_examples=30, data_dir=str(tmp_path)):
+        _prepare_mock_metadata(tmp_path, "mnist", num_examples=30)
+        row = [r for r in list_datasets(tmp_path) if r["name"] == "mnist"][0]
+        assert row["available"] and row["source_kind"] == "tfds"
+        bundle = load_dataset("mnist", data_dir=tmp_path, validation_split=0.2)
+        assert bundle.source == "mnist" and "tensorflow-datasets mnist" in bundle.location
+        assert bundle.num_train + bundle.num_validation == 30 and bundle.num_test == 30
+        assert next(iter(bundle.train))[0].shape[1:] == (28, 28, 1)
+
+
 def test_tfds_unprepared_fails_fast(tmp_path):
     start = time.monotonic()
     with pytest.raises(ValueError, match=r"'mnist' is not prepared in .*tfds build mnist "

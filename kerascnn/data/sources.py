@@ -74,6 +74,7 @@ class FilePool:
     y: np.ndarray
     channels: int
     image_size: tuple[int, int] | None = None  # resize while loading (mixed sizes)
+    shape: tuple[int, int] | None = None  # the one (height, width) of every file, if known
     needs_cache = True
 
     @property
@@ -84,19 +85,21 @@ class FilePool:
         return len(self.y)
 
     def subset(self, index: np.ndarray) -> "FilePool":
-        return FilePool(self.paths[index], self.y[index], self.channels, self.image_size)
+        return FilePool(self.paths[index], self.y[index], self.channels, self.image_size,
+                        self.shape)
 
     def dataset(self):
         import tensorflow as tf
 
         channels, size = self.channels, self.image_size
+        static = tuple(size or self.shape or (None, None))
 
         def load(path, label):
             image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
                                        expand_animations=False)
             if size is not None:
                 image = _resize_uint8(image, size)
-            image.set_shape((None, None, channels))
+            image.set_shape((*static, channels))
             return image, label
 
         ds = tf.data.Dataset.from_tensor_slices((self.paths, self.y))
@@ -528,7 +531,7 @@ def load_folder(root: Path, *, image_size, color_mode) -> RawData:
     def pool(groups: list[list[Path]]) -> FilePool:
         paths = np.array([str(p) for g in groups for p in g])
         labels = np.array([c for c, g in enumerate(groups) for _ in g], dtype=np.int32)
-        return FilePool(paths, labels, channels, load_size)
+        return FilePool(paths, labels, channels, load_size, tuple(input_shape[:2]))
 
     rel = sorted((str(p.relative_to(root)), p.stat().st_size) for p in all_paths)
     raw = RawData(
