@@ -45,6 +45,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -56,9 +57,9 @@ logger = logging.getLogger(__name__)
 TUNERS = ("hyperband", "bayesian", "random", "grid")
 OBJECTIVE = "val_accuracy"
 # what a resumed search must share with the one on disk
-IDENTITY_KEYS = ("tuner", "epochs", "dataset", "dataset_fingerprint", "input_shape",
-                 "num_classes", "image_size", "validation_split", "batch_size", "patience",
-                 "per_block_filters", "augmentation", "max_params", "max_macs", "space")
+IDENTITY_KEYS = ("tuner", "epochs", "dataset", "dataset_fingerprint", "image_size",
+                 "validation_split", "batch_size", "patience", "per_block_filters",
+                 "augmentation", "max_params", "max_macs", "space")
 SEARCH_FILE = "search.yaml"
 _MAX_RESAMPLES = 5000
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -136,6 +137,34 @@ class _KerasCNNOracle:
     reporter: Optional[Callable] = None
     stopped_by_budget: bool = False
     rejected: int = 0
+    keep_checkpoints: Optional[int] = None
+    failed_out: Optional[str] = None  # why max_failed_trials ended the search
+
+    def _check_consecutive_failures(self):
+        # keras-tuner raises inside end_trial (on the chief, inside a gRPC
+        # call, leaving the trial "ongoing" forever); we stop handing out
+        # trials instead and keep every result
+        try:
+            super()._check_consecutive_failures()
+        except RuntimeError:
+            last = self.trials[self.end_order[-1]]
+            reason = (str(last.message or "").strip().splitlines() or ["no reason given"])[-1]
+            self.failed_out = (f"{self.max_consecutive_failed_trials} consecutive trials "
+                               f"failed (max_failed_trials); the last: {reason}")
+            logger.warning("Stopping the search: %s", self.failed_out)
+
+    def save(self):
+        from kerascnn.distributed import atomic_save_json
+
+        atomic_save_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        import os
+
+        from kerascnn.distributed import atomic_save_json
+
+        atomic_save_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"),
+                         trial.get_state())
 
     def _feasible(self, values) -> bool:
         if self.space is None or values is None:
@@ -163,6 +192,8 @@ class _KerasCNNOracle:
         return any(t.status == "COMPLETED" for t in self.trials.values())
 
     def populate_space(self, trial_id):
+        if self.failed_out is not None:
+            return {"status": "STOPPED", "values": None}
         if self._budget_spent():
             self.stopped_by_budget = True
             return {"status": "STOPPED", "values": None}
@@ -185,6 +216,10 @@ class _KerasCNNOracle:
             except Exception:  # noqa: BLE001 - a report must never kill the search
                 logger.exception("Could not write the leaderboard after trial %s",
                                  trial.trial_id)
+        if self.keep_checkpoints:
+            from kerascnn.distributed import prune_checkpoints
+
+            prune_checkpoints(self, self._project_dir, self.keep_checkpoints)
 
 
 def _oracle_classes() -> dict[str, type]:
@@ -206,6 +241,8 @@ def _oracle_classes() -> dict[str, type]:
         """Every valid combination, defaults first, each once (no invalid one is tried)."""
 
         def populate_space(self, trial_id):
+            if self.failed_out is not None:
+                return {"status": "STOPPED", "values": None}
             if self._budget_spent():
                 self.stopped_by_budget = True
                 return {"status": "STOPPED", "values": None}
@@ -236,6 +273,21 @@ class _KerasCNNTuner:
     """Mixin for keras-tuner tuners (before the keras-tuner class in the MRO)."""
 
     deadline: Optional[float] = None
+    distributed = None  # a kerascnn.distributed.DistributedConfig on the chief
+
+    def search(self, *args, **kwargs):
+        if self.distributed is not None and self.distributed.role == "chief":
+            from kerascnn.distributed import serve
+
+            return serve(self, self.distributed)  # the workers train
+        return super().search(*args, **kwargs)
+
+    def save(self):
+        from kerascnn.distributed import atomic_save_json
+
+        if not self._is_worker():
+            self.oracle.save()
+        atomic_save_json(self._get_tuner_fname(), self.get_state())
 
     def _populate_initial_space(self):
         # Declare the whole space (every conditional scope) without building
@@ -262,7 +314,18 @@ class _KerasCNNTuner:
             self._budget_stopped = set()
         start = time.time()
         planned = kwargs.get("epochs", 1)
+        import keras
+        from keras_tuner.errors import FailedTrialError
+
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), keras.callbacks.TerminateOnNaN()]
         histories = super().run_trial(trial, *args, **kwargs)
+        for history in histories if isinstance(histories, list) else [histories]:
+            losses = list((getattr(history, "history", None) or {}).get("loss", []))
+            bad = [i for i, v in enumerate(losses) if v is None or not math.isfinite(v)]
+            if bad:  # recorded as FAILED with this reason; the search goes on
+                raise FailedTrialError(
+                    f"diverged: the training loss is {losses[bad[0]]} at epoch {bad[0] + 1} "
+                    f"(learning_rate={trial.hyperparameters.values.get('learning_rate')!r})")
         hp = trial.hyperparameters.values
         if "tuner/epochs" in hp:
             planned = hp["tuner/epochs"] - hp.get("tuner/initial_epoch", 0)
@@ -306,7 +369,8 @@ def _tuner_classes() -> dict[str, type]:
 def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 6,
                directory: str = ".", project_name: str = "kerascnn", overwrite: bool = False,
                seed: Optional[int] = None, deadline: Optional[float] = None,
-               max_failed_trials: int = 3, reporter: Optional[Callable] = None):
+               max_failed_trials: int = 3, reporter: Optional[Callable] = None,
+               keep_checkpoints: Optional[int] = None):
     """A keras-tuner tuner over a `CNNHyperModel` that never trains an invalid candidate.
 
     Args:
@@ -350,6 +414,7 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 6,
     oracle.space = hypermodel.space
     oracle.deadline = deadline
     oracle.reporter = reporter
+    oracle.keep_checkpoints = keep_checkpoints
     if name == "grid" and not hypermodel.space.is_finite():
         next(iter(hypermodel.space.enumerate()))  # raises the "needs a finite set" error
     buffer = io.StringIO()
@@ -524,6 +589,7 @@ def tune(
     batch_size: int = 128,
     validation_split: float = 0.1,
     image_size: Optional[Sequence[int]] = None,
+    color_mode: Optional[str] = None,
     data_dir: Optional[str] = None,
     download: bool = False,
     per_block_filters: bool = False,
@@ -533,6 +599,11 @@ def tune(
     overwrite: bool = False,
     seed: int = 0,
     max_failed_trials: int = 3,
+    keep_checkpoints: int = 3,
+    distributed: Optional[str] = None,
+    oracle_address: Optional[str] = None,
+    worker_id: Optional[str] = None,
+    chief_timeout: Any = None,
     verbose: int = 0,
     command_line: Optional[Sequence[str]] = None,
 ) -> TuneResult:
@@ -558,7 +629,8 @@ def tune(
             before training. Defaults to `None`.
         patience: int. Early-stopping patience (epochs without a better
             validation loss) inside each trial; 0 turns it off. Defaults to 2.
-        batch_size, validation_split, image_size, data_dir, download: passed
+        batch_size, validation_split, image_size, color_mode, data_dir,
+            download: passed
             to `kerascnn.load_dataset`.
         per_block_filters: bool. Search filters per block. Defaults to
             `False`.
@@ -570,6 +642,20 @@ def tune(
         seed: int. Seed of the oracle, the data split and Keras. Defaults to 0.
         max_failed_trials: int. Consecutive failed trials (a crash, a NaN
             loss) that end the search. Defaults to 3.
+        keep_checkpoints: int. Trials whose weights stay on disk (the best
+            ones); the others' are deleted as the search goes, the
+            leaderboard keeps every trial. Defaults to 3.
+        distributed: str. `"chief"` serves the oracle and, when no trial is
+            left, writes the results; `"worker"` trains the chief's trials
+            and returns a `kerascnn.distributed.WorkerResult`. Defaults to
+            `None` (local, unless keras-tuner's `KERASTUNER_*` variables are
+            set). See docs/distributed.md.
+        oracle_address: str. `HOST:PORT` of the chief. Defaults to
+            `127.0.0.1:8000`.
+        worker_id: str. A worker's unique name; restarted with the same id
+            it picks up its trial.
+        chief_timeout: seconds or a duration. How long a worker waits for
+            its chief. Defaults to 10 minutes.
         verbose: int. 1 or more shows Keras's epoch progress bars.
         command_line: list of str recorded in `manifest.json`. Defaults to
             `sys.argv`.
@@ -596,7 +682,18 @@ def tune(
     _positive_int("patience", patience, minimum=0)
     _positive_int("batch_size", batch_size)
     _positive_int("max_failed_trials", max_failed_trials)
+    _positive_int("keep_checkpoints", keep_checkpoints)
+    from kerascnn import distributed as distributed_module
+
+    dist = distributed_module.resolve(distributed, oracle_address, worker_id, chief_timeout)
+    if dist is not None and dist.role == "worker" and overwrite:
+        raise ValueError("overwrite is for the chief or a local search; a worker never deletes "
+                         "the search. Received: overwrite=True")
     budget = parse_duration(time_budget)
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+            or not 0 < validation_split < 1:
+        raise ValueError(f"A search chooses by validation accuracy, so validation_split must be "
+                         f"in (0, 1). Received: validation_split={validation_split!r}")
     if space is None:
         space = {}
     if not isinstance(space, Mapping):
@@ -613,7 +710,8 @@ def tune(
                 max_params=max_params, max_macs=max_macs, **dict(space))
 
     bundle = _load(dataset, batch_size=batch_size, validation_split=validation_split,
-                   image_size=image_size, data_dir=data_dir, download=download, seed=seed)
+                   image_size=image_size, color_mode=color_mode, data_dir=data_dir,
+                   download=download, seed=seed)
     network_shape, preprocessing = _preprocessing(bundle, image_size)
 
     from kerascnn.hypermodel import CNNHyperModel
@@ -651,6 +749,13 @@ def tune(
         "space": search_space.to_config(),
     }
     project_dir = Path(directory) / str(project_name)
+    if dist is not None and dist.role == "worker":  # trains the chief's trials, writes no result
+        return distributed_module.run_worker(
+            dist, project_dir, _search_yaml(config), SEARCH_FILE, IDENTITY_KEYS,
+            lambda: make_tuner(tuner, hypermodel, max_trials=max_trials, epochs=epochs,
+                               directory=str(directory), project_name=str(project_name),
+                               seed=seed + 1, max_failed_trials=max_failed_trials),
+            bundle, epochs=epochs, patience=patience, verbose=verbose, seed=seed)
     resuming = _check_resume(project_dir, config, overwrite)
 
     # ---- from here on files are written
@@ -672,7 +777,9 @@ def tune(
     kt_tuner = make_tuner(tuner, hypermodel, max_trials=max_trials, epochs=epochs,
                           directory=str(directory), project_name=str(project_name),
                           overwrite=False, seed=seed + 1, deadline=deadline,
-                          max_failed_trials=max_failed_trials, reporter=reporter)
+                          max_failed_trials=max_failed_trials, reporter=reporter,
+                          keep_checkpoints=keep_checkpoints)
+    kt_tuner.distributed = dist  # a chief serves the oracle instead of training
     done_before = len(kt_tuner.oracle.end_order)
     if resuming:
         logger.info("Resuming %s: %d trial(s) done, up to %d in all.", project_dir,
@@ -685,8 +792,14 @@ def tune(
     callbacks = []
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
-    kt_tuner.search(bundle.train, validation_data=bundle.validation, epochs=epochs,
-                    callbacks=callbacks, verbose=1 if verbose and verbose > 0 else 0)
+    with warnings.catch_warnings():
+        # Keras warns that `shuffle` is ignored for a tf.data.Dataset (ours is
+        # shuffled by the pipeline) and about optimizer variables when the
+        # warm start of a Hyperband round loads weights only
+        warnings.filterwarnings("ignore", message=".*shuffle.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*Skipping variable loading.*")
+        kt_tuner.search(bundle.train, validation_data=bundle.validation, epochs=epochs,
+                        callbacks=callbacks, verbose=1 if verbose and verbose > 0 else 0)
 
     rows = leaderboard_rows(kt_tuner.oracle, search_space)
     write_leaderboard(project_dir, rows)
@@ -697,7 +810,9 @@ def tune(
                     _format_seconds(budget), len(kt_tuner.oracle.end_order))
     best_trials = [t for t in kt_tuner.oracle.get_best_trials(1) if t.status == "COMPLETED"]
     if not best_trials:
-        raise RuntimeError(f"No trial completed; see {project_dir / 'leaderboard.json'}.")
+        reason = getattr(kt_tuner.oracle, "failed_out", None) or "no trial completed"
+        raise RuntimeError(f"No trial completed ({reason}); see "
+                           f"{project_dir / 'leaderboard.json'}.")
     best = best_trials[0]
     result = _finish(kt_tuner, best, hypermodel, bundle, project_dir, rows, started, stopped,
                      seed, config, command_line)
@@ -744,9 +859,6 @@ def _search_yaml(config: dict[str, Any]) -> dict[str, Any]:
         "image_size": config["image_size"], "per_block_filters": config["per_block_filters"],
         "augmentation": config["augmentation"], "seed": config["seed"],
         "space": config["space"],
-        # facts checked on resume, not options
-        "resolved": {k: config[k] for k in ("dataset_fingerprint", "input_shape",
-                                            "num_classes", "objective")},
     }
 
 
@@ -767,10 +879,15 @@ def _check_resume(project_dir: Path, config: dict[str, Any], overwrite: bool) ->
                          f"another --project-name. Received: project_name={project_dir.name!r}")
     from kerascnn.runs import read_yaml
 
-    old = read_yaml(path) or {}
-    old_flat = {**{k: v for k, v in old.items() if k != "resolved"}, **(old.get("resolved") or {})}
-    new_flat = _search_yaml(config)
-    new_flat = {**{k: v for k, v in new_flat.items() if k != "resolved"}, **new_flat["resolved"]}
+    from kerascnn.runs import read_json
+
+    old_flat = dict(read_yaml(path) or {})
+    try:  # the data the old search saw: its manifest's fingerprint
+        old_flat["dataset_fingerprint"] = read_json(project_dir / "manifest.json").get(
+            "dataset_fingerprint")
+    except (OSError, ValueError):
+        old_flat["dataset_fingerprint"] = None
+    new_flat = {**_search_yaml(config), "dataset_fingerprint": config["dataset_fingerprint"]}
     import json
 
     def norm(v):
@@ -803,7 +920,8 @@ def _finish(kt_tuner, best, hypermodel, bundle, project_dir: Path, rows, started
     values = space.values_from(best.hyperparameters.values)
     spec = space.spec(values)
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
+    with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Skipping variable loading.*")
         model = kt_tuner.load_model(best)
     evaluation = model.evaluate(bundle.test, verbose=0, return_dict=True)
     test_accuracy = float(evaluation.get("accuracy", evaluation.get("compile_metrics", 0.0)))

@@ -1,0 +1,197 @@
+"""`kerascnn tune`: search N, M, K and filters on a dataset, within a budget."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from kerascnn.cli._options import (DURATION, config_option, dataset_options, seed_option,
+                                   verbosity_options)
+
+TUNERS = ("hyperband", "bayesian", "random", "grid")  # kerascnn.tuning.TUNERS (no TF import)
+
+
+class SpaceParam(click.ParamType):
+    """A search space: a YAML/JSON file, inline YAML (`"conv_blocks: {min: 1, max: 4}"`),
+    or (from `--config`) a mapping."""
+
+    name = "SPACE"
+
+    def convert(self, value: Any, param, ctx) -> dict:
+        if value is None or isinstance(value, dict):
+            return value
+        import os
+
+        import yaml
+
+        text = str(value)
+        if os.path.exists(text):
+            from kerascnn.runs import read_yaml
+
+            try:
+                data = read_yaml(text)
+            except ValueError as e:
+                self.fail(str(e), param, ctx)
+            if isinstance(data, dict) and isinstance(data.get("space"), dict):
+                data = data["space"]  # a search.yaml
+        else:
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                first = str(e).strip().splitlines()[0]
+                self.fail(f"not a file and not a YAML mapping ({first}). Received: {text!r}",
+                          param, ctx)
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.fail("expected a YAML mapping of hyperparameter names to a value, a list of "
+                      f"choices or {{min: ..., max: ...}}. Received: {text!r}", param, ctx)
+        return data
+
+
+class NamesParam(click.ParamType):
+    """Comma-separated names (`flip,translation`), or a list from `--config`."""
+
+    name = "NAMES"
+
+    def convert(self, value: Any, param, ctx):
+        if value is None or isinstance(value, (list, tuple)):
+            return value
+        return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@config_option()
+@dataset_options
+@click.option("--tuner", type=click.Choice(TUNERS), default="hyperband",
+              help="Search algorithm (keras-tuner's).")
+@click.option("--max-trials", type=click.IntRange(min=1), default=10,
+              help="Most trials, for every tuner (Hyperband's continuations count).")
+@click.option("--epochs", type=click.IntRange(min=1), default=6,
+              help="Most epochs per trial (Hyperband's max_epochs).")
+@click.option("--time-budget", type=DURATION, default=None,
+              help="Wall-clock limit, e.g. 90s, 15m, 1h30m: then no trial starts, the running "
+                   "one stops after its epoch, and results are written.")
+@click.option("--max-params", type=click.IntRange(min=1), default=None,
+              help="Resample candidates with more parameters (before training).")
+@click.option("--max-macs", type=click.IntRange(min=1), default=None,
+              help="Resample candidates with more multiply-accumulates per image.")
+@click.option("--patience", type=click.IntRange(min=0), default=2,
+              help="Early-stopping patience inside each trial (0: off).")
+@click.option("--space", type=SpaceParam(), default=None,
+              help="Search space: a YAML file or inline YAML, e.g. "
+                   "'{conv_blocks: {min: 1, max: 4}, kernel_size: [3, 5], padding: valid}'. "
+                   "Unset entries take their defaults (docs/tuning.md).")
+@click.option("--per-block-filters", is_flag=True,
+              help="Search filters per block instead of a base and a growth factor.")
+@click.option("--augmentation", type=NamesParam(), default=None,
+              help="Augmentations scaled by the searched augmentation_strength, e.g. "
+                   "flip,translation.")
+@click.option("--directory", type=click.Path(file_okay=False), default="runs",
+              help="Parent folder of the search.")
+@click.option("--project-name", default="tune",
+              help="Folder of this search inside --directory (the same name resumes).")
+@click.option("--overwrite", is_flag=True,
+              help="Start over: delete the search of the same name, accept a changed space.")
+@click.option("--keep-checkpoints", type=click.IntRange(min=1), default=3,
+              help="Keep the weights of the best K trials, delete the others' as the search "
+                   "goes (the leaderboard keeps every trial).")
+@click.option("--max-failed-trials", type=click.IntRange(min=1), default=3,
+              help="Consecutive failed trials (a crash, a NaN loss) that end the search.")
+@click.option("--distributed", type=click.Choice(("chief", "worker")), default=None,
+              help="Distributed search (keras-tuner's gRPC oracle): the chief serves the "
+                   "oracle and writes the results, workers train (docs/distributed.md).")
+@click.option("--oracle-address", default=None, metavar="HOST:PORT",
+              help="The chief's address [default: 127.0.0.1:8000, loopback only]. The oracle "
+                   "has no authentication: bind it to a private network only.")
+@click.option("--worker-id", default=None,
+              help="A worker's unique name; restarted with the same id it picks up its trial.")
+@click.option("--chief-timeout", type=DURATION, default="10m",
+              help="How long a worker waits for its chief.")
+@seed_option
+@verbosity_options
+def tune(config, dataset, data_dir, image_size, color_mode, validation_split, batch_size,
+         download, tuner, max_trials, epochs, time_budget, max_params, max_macs, patience,
+         space, per_block_filters, augmentation, directory, project_name, overwrite,
+         keep_checkpoints, max_failed_trials, distributed, oracle_address, worker_id,
+         chief_timeout, seed, verbose, quiet):
+    """Search CNN architectures (N, M, K, filters, ...) and training settings.
+
+    Runs again with the same options to resume (a larger --max-trials adds
+    trials). Writes DIRECTORY/PROJECT_NAME/: leaderboard.csv/json after every
+    trial, best/model.keras (the best trial's best checkpoint, evaluated once
+    on the test split), best/spec.yaml, best/metrics.json, search.yaml
+    (reusable as --config), manifest.json and keras-tuner's own state.
+    """
+    from kerascnn.cli import configure_logging
+
+    configure_logging(verbose, quiet)
+    from kerascnn.distributed import WorkerResult, resolve
+
+    # addresses and ids are refused before TensorFlow loads
+    resolve(distributed, oracle_address, worker_id, chief_timeout)
+    from kerascnn.tuning import tune as run_tune
+
+    try:
+        result = run_tune(
+            dataset, space=space, tuner=tuner, max_trials=max_trials, epochs=epochs,
+            time_budget=time_budget, max_params=max_params, max_macs=max_macs, patience=patience,
+            batch_size=batch_size, validation_split=validation_split, image_size=image_size,
+            color_mode=color_mode, data_dir=data_dir, download=download,
+            per_block_filters=per_block_filters, augmentation=augmentation, directory=directory,
+            project_name=project_name, overwrite=overwrite, seed=seed, verbose=verbose,
+            keep_checkpoints=keep_checkpoints, max_failed_trials=max_failed_trials,
+            distributed=distributed, oracle_address=oracle_address, worker_id=worker_id,
+            chief_timeout=chief_timeout, command_line=["kerascnn", *sys.argv[1:]])
+    except RuntimeError as e:  # no chief, no completed trial: one line, exit 1
+        from kerascnn.cli import one_line
+
+        raise click.ClickException(one_line(str(e))) from None
+    if isinstance(result, WorkerResult):
+        if not quiet:
+            click.echo(f"Worker {result.worker_id}: {len(result.trial_ids)} trial(s) "
+                       f"({', '.join(result.trial_ids) or 'none'}) in {result.seconds:.0f}s; "
+                       f"{'the chief is gone' if result.chief_gone else 'no trial left'}.")
+        return
+    if quiet:
+        return
+    click.echo(format_leaderboard(result.leaderboard, top=5))
+    click.echo()
+    click.echo(f"Best: trial {result.best_trial_id}, test accuracy "
+               f"{result.test_accuracy:.4f} (test loss {result.test_loss:.4f})"
+               f"{', stopped by the time budget' if result.stopped_by_budget else ''}, "
+               f"{result.seconds:.0f}s")
+    click.echo(f"Best model: {result.best_model_path}")
+
+
+def format_leaderboard(rows: list[dict], top: int = 5) -> str:
+    """The first `top` completed rows as an aligned text table."""
+    rows = [r for r in rows if r.get("rank") is not None][:top]
+    if not rows:
+        return "No completed trial."
+    skip = {"status", "val_loss", "message", "stopped_by", "receptive_field", "continues"}
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns and key not in skip:
+                columns.append(key)
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
+        if isinstance(value, int) and value >= 10000:
+            return f"{value:,}"
+        return str(value)
+
+    table = [[c.replace("_", " ") for c in columns]]
+    table += [[f"{r[c]:.0f}s" if c == "seconds" and r.get(c) is not None else cell(r.get(c))
+               for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table]
+    return f"Top {len(rows)} of the leaderboard:\n" + "\n".join(lines)
