@@ -154,17 +154,33 @@ def _objective(path: Path, extra: dict[str, Any]) -> tuple[str, str]:
             name, direction = value.get("name"), value.get("direction", direction)
         elif isinstance(value, str):
             name = value
-    if name is not None and direction is None:
-        for trial in sorted(path.glob("trial_*/trial.json"))[:1]:
+    if name is None or direction is None:
+        # keras-tuner's trial files: the objective is the metric whose best value
+        # is the trial's score; each metric records its direction
+        for trial in sorted(path.glob("trial_*/trial.json")):
             try:
-                metrics = json.loads(trial.read_text(encoding="utf-8"))["metrics"]["metrics"]
-                direction = metrics.get(name, {}).get("direction")
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
+                state = json.loads(trial.read_text(encoding="utf-8"))
+                metrics = state["metrics"]["metrics"]
+                score = state.get("score")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if name is None and _finite(score):
+                matches = [m for m, record in metrics.items()
+                           if any(_observed(o) == score for o in record.get("observations", []))]
+                matches.sort(key=lambda m: not m.startswith("val_"))
+                name = matches[0] if matches else None
+            if name is not None:
+                direction = direction or (metrics.get(name) or {}).get("direction")
+                break
     name = str(name) if name else "score"
     if direction not in ("max", "min"):
         direction = "min" if "loss" in name or "error" in name else "max"
     return name, direction
+
+
+def _observed(observation: Any) -> Any:
+    value = observation.get("value") if isinstance(observation, dict) else None
+    return value[-1] if isinstance(value, list) and value else value
 
 
 # ---------------------------------------------------------------------------
@@ -308,14 +324,17 @@ def plot_score_vs_cost(search: Search, *, output=None):
                 ax.scatter([b[key]], [b["score"]], marker="*", s=180, color="gold",
                            edgecolor="black", zorder=5, label="best")
         if xs and max(xs) / max(min(xs), 1) > 5:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide
         ax.set_xlabel(label)
         ax.set_title(f"score vs {label.split(' ')[0]}", fontsize=9)
         ax.grid(alpha=0.3)
         data[key] = {"trial_ids": [str(r["trial_id"]) for r in rows],
                      "front": [str(rows[i]["trial_id"]) for i in front]}
     axes[0].set_ylabel(f"{search.objective} ({search.direction})")
-    axes[0].legend(fontsize=7, loc="best")
+    axes[0].legend(fontsize=7, loc="lower right")
     title = f"Score against size: {len(search.completed)} completed trials"
     fig.suptitle(title, fontsize=10)
     return _finish(fig, title, data, output)

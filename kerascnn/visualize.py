@@ -44,6 +44,8 @@ CAM_METHODS = ("hirescam", "gradcam")
 KINDS = ("filters", "feature-maps", "gradcam", "saliency", "learning-curves")
 IMAGE_KINDS = ("feature-maps", "gradcam", "saliency")
 PICTURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+# history.csv columns that are bookkeeping, not metrics to draw
+NOT_METRICS = ("seconds", "time", "duration", "wall_time", "epoch_seconds")
 MAX_FILTERS = 64
 MAX_CHANNELS_PER_BLOCK = 16
 DPI = 100
@@ -480,16 +482,15 @@ def gradcam(model, image, class_index: int | None = None, *, layer: str | None =
     inputs = tf.convert_to_tensor(x[None])
     with tf.GradientTape() as tape:
         fmap, pre = probe(inputs, training=False)
-        fmap = tf.cast(fmap, tf.float32)
-        tape.watch(fmap)
         scores = tf.cast(head(pre), tf.float32)
         predicted = int(tf.argmax(scores[0]))
         chosen = predicted if class_index is None else class_index
         score = scores[:, chosen]
-    grads = tape.gradient(score, fmap)
+    grads = tape.gradient(score, fmap)  # fmap as computed: a cast copy has no gradient
     if grads is None:
         raise ValueError(f"The class score does not depend on layer {target.name!r}; choose "
                          f"another layer. Received: layer={target.name!r}")
+    fmap, grads = tf.cast(fmap, tf.float32), tf.cast(grads, tf.float32)
     if method == "gradcam":
         grads = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(fmap * grads, axis=-1))[0]
@@ -530,41 +531,65 @@ def _probabilities(scores, model):
     return e / e.sum()
 
 
-def saliency(model, image, class_index: int | None = None) -> tuple[Any, int]:
-    """A vanilla saliency map (Simonyan et al., 2014): |d class score / d pixel|.
+def saliency(model, image, class_index: int | None = None, *, samples: int = 16,
+             noise: float = 0.1, seed: int = 0) -> tuple[Any, int]:
+    """A saliency map: how much each pixel moves the class score.
+
+    The absolute gradient of the class score (the logit) with respect to
+    the input pixels (Simonyan et al., 2014), averaged over `samples` copies
+    of the image with Gaussian noise added (SmoothGrad, Smilkov et al.,
+    2017), which removes most of the speckle a single gradient shows.
+    `samples=1, noise=0` gives the plain gradient.
 
     Args:
         model: keras.Model or path.
         image: str path or array `(height, width, channels)` of raw pixels.
-        class_index: int, optional. Defaults to the predicted class.
+        class_index: int, optional. Defaults to the class predicted for the
+            clean image.
+        samples: int. Noisy copies to average. Defaults to 16.
+        noise: float. Noise standard deviation as a fraction of the image's
+            value range (0..255 pixels: 0.1 is about 26). Defaults to 0.1.
+        seed: int. Seed of the noise. Defaults to 0.
 
     Returns:
         `(map, class_index)`: map is float32 `(height, width)` in [0, 1]
-        (the maximum over channels of the absolute gradient, divided by its
-        maximum).
+        (the maximum over channels, divided by the overall maximum).
     """
     import numpy as np
     import tensorflow as tf
 
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer. Received: samples={samples!r}")
+    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise <= 1:
+        raise ValueError(f"noise is a fraction of the value range in [0, 1]. "
+                         f"Received: noise={noise!r}")
     model = _as_model(model)
     class_index = check_class_index(model, class_index)
     x = as_image(image, model)
     probe, head = _logit_model(model, None)
-    inputs = tf.convert_to_tensor(x[None])
+
+    def scores_of(batch):
+        pre = probe(batch, training=False)
+        pre = pre[0] if isinstance(pre, (list, tuple)) else pre
+        return tf.cast(head(pre), tf.float32)
+
+    if class_index is None:
+        class_index = int(tf.argmax(scores_of(tf.convert_to_tensor(x[None]))[0]))
+    value_range = 255.0 if float(x.max()) > 1.0 else 1.0
+    rng = np.random.default_rng(seed)
+    batch = np.repeat(x[None], samples, axis=0)
+    if noise > 0:
+        batch = batch + rng.normal(0.0, noise * value_range, batch.shape).astype("float32")
+    inputs = tf.convert_to_tensor(batch)
     with tf.GradientTape() as tape:
         tape.watch(inputs)
-        pre = probe(inputs, training=False)
-        if isinstance(pre, (list, tuple)):
-            pre = pre[0]
-        scores = tf.cast(head(pre), tf.float32)
-        chosen = int(tf.argmax(scores[0])) if class_index is None else class_index
-        score = scores[:, chosen]
+        score = tf.reduce_sum(scores_of(inputs)[:, class_index])
     grads = tape.gradient(score, inputs)
-    smap = np.abs(grads.numpy()[0]).max(axis=-1)
+    smap = np.abs(grads.numpy()).mean(axis=0).max(axis=-1)
     peak = float(smap.max())
     if peak > 0:
         smap = smap / peak
-    return smap.astype("float32"), chosen
+    return smap.astype("float32"), class_index
 
 
 def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
@@ -809,7 +834,7 @@ def plot_gradcam(model, image, class_index: int | None = None, *, layer: str | N
 
 def plot_saliency(model, image, class_index: int | None = None, *,
                   output: str | os.PathLike | None = None) -> Plot:
-    """Draw the image and its saliency map (input gradients).
+    """Draw the image and its saliency map (input gradients, SmoothGrad; see `saliency`).
 
     Returns:
         A `Plot`; `data["saliency"]` is the map drawn, `data["class_index"]`.
@@ -825,7 +850,7 @@ def plot_saliency(model, image, class_index: int | None = None, *,
     shown = right.imshow(smap, cmap="hot", vmin=0.0, vmax=1.0, interpolation="nearest")
     right.set_xticks([])
     right.set_yticks([])
-    right.set_title("|d score / d pixel|", fontsize=8)
+    right.set_title("|d score / d pixel|, SmoothGrad", fontsize=8)
     bar = fig.colorbar(shown, ax=right, shrink=0.85)
     bar.set_label("relative gradient", fontsize=7)
     bar.ax.tick_params(labelsize=6)
@@ -857,6 +882,8 @@ def plot_learning_curves(history: str | os.PathLike | Mapping[str, Sequence[floa
     n = max((len(v) for v in history.values()), default=0)
     epochs = history.pop("epoch", None) or [float(i + 1) for i in range(n)]
     lr = history.pop("learning_rate", None) or history.pop("lr", None)
+    for column in NOT_METRICS:
+        history.pop(column, None)
     bases = [k for k in history if not k.startswith("val_")]
     bases += [k[4:] for k in history if k.startswith("val_") and k[4:] not in history]
     if not bases:

@@ -146,12 +146,17 @@ def test_saliency_is_highest_on_the_square(quadrant_model):
     model, _, (x_test, y_test) = quadrant_model
     for label in range(4):
         index = int(np.flatnonzero(y_test == label)[0])
-        smap, chosen = saliency(model, x_test[index])
+        smooth, chosen = saliency(model, x_test[index])
+        plain, _ = saliency(model, x_test[index], samples=1, noise=0.0)
         assert chosen == label
-        assert smap.shape == (SIZE, SIZE) and smap.max() == pytest.approx(1.0)
-        masses = [quadrant_mass(smap, q) for q in range(4)]
-        # vanilla gradients are noisy: the square's quadrant is the most salient one
-        assert int(np.argmax(masses)) == label, masses
+        assert smooth.shape == (SIZE, SIZE) and smooth.max() == pytest.approx(1.0)
+        for smap in (plain, smooth):  # the square's quadrant is the most salient one
+            masses = [quadrant_mass(smap, q) for q in range(4)]
+            assert int(np.argmax(masses)) == label, masses
+    with pytest.raises(ValueError, match="samples must be a positive integer"):
+        saliency(model, x_test[0], samples=0)
+    with pytest.raises(ValueError, match="noise is a fraction"):
+        saliency(model, x_test[0], noise=3.0)
 
 
 def test_plot_gradcam_draws_the_map_it_computed(quadrant_model, tmp_path):
