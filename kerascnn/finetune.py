@@ -485,6 +485,7 @@ def build_model(
     image_size=None,
     dropout: float = 0.2,
     freeze_batch_norm: bool = True,
+    input_scale: float = 1.0,
 ):
     """A classifier of raw pixels on top of a pretrained backbone (uncompiled).
 
@@ -504,6 +505,8 @@ def build_model(
             BatchNorm layers always run in inference mode (what fine-tuning needs).
             `False` builds a network meant to be trained from scratch. Defaults
             to `True`.
+        input_scale: float. Multiplies the raw inputs first: 255 for float
+            images in [0, 1]. Defaults to 1 (pixels in [0, 255]).
 
     Returns:
         An uncompiled `keras.Model`; the backbone is its layer named `"backbone"`.
@@ -539,6 +542,8 @@ def build_model(
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
+    if input_scale != 1.0:
+        x = keras.layers.Rescaling(float(input_scale), name="to_pixels")(x)
     if tuple(input_shape[:2]) != size:
         x = keras.layers.Resizing(size[0], size[1], name="resize")(x)
     for layer in _preprocessing_layers(input_shape[-1], spec.preprocessing):
@@ -727,14 +732,25 @@ def finetune(
     if isinstance(dataset, str):
         from kerascnn.data import load_dataset
 
+        # images of one size keep their raw size (resized inside the model);
+        # a folder of mixed sizes is resized to `size` while loading
         bundle = load_dataset(dataset, validation_split=validation_split, batch_size=batch_size,
-                              data_dir=data_dir, color_mode=color_mode, download=download,
-                              seed=seed)
-    else:
+                              image_size=size, data_dir=data_dir, color_mode=color_mode,
+                              download=download, seed=seed)
+    elif hasattr(dataset, "train") and hasattr(dataset, "num_classes"):
         bundle = dataset
+    else:
+        raise TypeError(f"dataset must be a dataset name or a DatasetBundle from "
+                        f"kerascnn.load_dataset. Received: {type(dataset).__name__}")
+    if getattr(bundle, "kind", "image") != "image":
+        raise ValueError(f"Fine-tuning an ImageNet backbone needs images; this dataset holds "
+                         f"{bundle.kind} data of shape {tuple(bundle.input_shape)}. "
+                         f"Received: dataset={getattr(bundle, 'source', dataset)!r}")
+    value_range = getattr(bundle, "value_range", None)
+    input_scale = 255.0 if value_range is not None and max(value_range) <= 1.0 else 1.0
     model = build_model(spec.name, input_shape=bundle.input_shape,
                         num_classes=bundle.num_classes, weights=weights, image_size=size,
-                        dropout=dropout)
+                        dropout=dropout, input_scale=input_scale)
     base = model.get_layer("backbone")
     unfrozen = [layer.name for layer in layers_to_unfreeze(base, unfreeze)]  # validates count
 
