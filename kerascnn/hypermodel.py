@@ -50,27 +50,31 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")  # kerascnn.training.O
 
 # The documented default of every hyperparameter (what `None` means).
 # Chosen so that `kerascnn tune` with no arguments finds a >= 0.85 network on the
-# bundled Fashion-MNIST sample within minutes on two CPU cores.
+# bundled Fashion-MNIST sample within minutes on two CPU cores: 3x3 kernels and
+# narrow filters keep a trial cheap; batch norm is off because with ~40 steps per
+# epoch its moving statistics are still far from the data after a few epochs
+# (validation accuracy 0.3-0.6 where the same network without it reaches 0.85);
+# dropout 0.5 slows convergence more than a few epochs allow.
 DEFAULT_SPACE: dict[str, Any] = {
     "conv_blocks": (1, 3),
     "convs_per_block": (1, 2),
-    "filters": [16, 32, 64],
+    "filters": [16, 32],
     "filters_growth": 2,
-    "kernel_size": [3, 5],
+    "kernel_size": 3,
     "strides": 1,
     "padding": "same",
     "dilation_rate": 1,
     "activation": "relu",
-    "batch_norm": [False, True],
+    "batch_norm": False,
     "spatial_dropout": 0.0,
     "pooling": "max",
     "pool_size": 2,
     "block_type": "plain",
-    "head": ["flatten", "gap"],
+    "head": "flatten",
     "dense_layers": (0, 2),
-    "dense_units": [64, 128, 256],
-    "dropout": [0.0, 0.25, 0.5],
-    "learning_rate": (1e-4, 1e-2),
+    "dense_units": [64, 128],
+    "dropout": [0.0, 0.25],
+    "learning_rate": (3e-4, 3e-3),
     "optimizer": "adam",
     "augmentation_strength": 0.0,
 }
@@ -660,13 +664,13 @@ _DOC = """A keras-tuner `HyperModel` over `CNNSpec`s.
         name: str. Name of the hypermodel. Defaults to `None`.
         **space: the hyperparameters, each fixed, a list of choices or a
             `(min, max)` range; `None` or absent means the default:
-            conv_blocks=(1, 3), convs_per_block=(1, 2), filters=[16, 32, 64],
-            filters_growth=2, kernel_size=[3, 5], strides=1, padding="same",
-            dilation_rate=1, activation="relu", batch_norm=[False, True],
+            conv_blocks=(1, 3), convs_per_block=(1, 2), filters=[16, 32],
+            filters_growth=2, kernel_size=3, strides=1, padding="same",
+            dilation_rate=1, activation="relu", batch_norm=False,
             spatial_dropout=0.0, pooling="max", pool_size=2,
-            block_type="plain", head=["flatten", "gap"], dense_layers=(0, 2),
-            dense_units=[64, 128, 256], dropout=[0.0, 0.25, 0.5],
-            learning_rate=(1e-4, 1e-2) (log), optimizer="adam",
+            block_type="plain", head="flatten", dense_layers=(0, 2),
+            dense_units=[64, 128], dropout=[0.0, 0.25],
+            learning_rate=(3e-4, 3e-3) (log), optimizer="adam",
             augmentation_strength=0.0.
 
     Raises:
