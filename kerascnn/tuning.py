@@ -210,6 +210,9 @@ class _KerasCNNOracle:
 
     def end_trial(self, trial):
         super().end_trial(trial)
+        # keras-tuner saves the state before it drops the trial from the
+        # ongoing ones; saved as is, a resumed chief would run it again
+        self.save()
         if self.reporter is not None:
             try:
                 self.reporter(self, self.trials[trial.trial_id])
