@@ -1,0 +1,119 @@
+"""Surviving faults: kill -9 and resume, diverging trials, too many failures.
+
+`test_kill_and_resume` runs `kerascnn tune` as a real process, kills it with
+SIGKILL after two completed trials, runs the same command again and checks
+that the two trials are kept, the total is reached, no trial ran twice and
+every JSON file parses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+
+from test_distributed import SPACE, Procs, all_json_parse, tiny_npz
+
+
+def _tune_args(project: str, max_trials: int) -> list[str]:
+    return ["--dataset", "tiny.npz", "--tuner", "random", "--max-trials", str(max_trials),
+            "--epochs", "1", "--batch-size", "64", "--space", SPACE, "--directory", "runs",
+            "--project-name", project, "--keep-checkpoints", "2"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_kill_and_resume(tmp_path):
+    tiny_npz(tmp_path / "tiny.npz")
+    project = tmp_path / "runs" / "search"
+    args = _tune_args("search", max_trials=4)
+    start = time.time()
+    with Procs(tmp_path) as procs:
+        procs.start("first", *args)
+        procs.wait_for("first", "trial 2/4:", timeout=400)
+        procs.kill("first")  # kill -9 while the third trial starts
+        killed_at = time.time() - start
+        # a kill leaves no half-written file
+        all_json_parse(project)
+        before = [r for r in json.loads((project / "leaderboard.json").read_text())
+                  if r["status"] == "COMPLETED"]
+        assert len(before) >= 2
+        assert not (project / "best").exists()
+        procs.start("second", *args)
+        assert procs.wait("second", 520 - (time.time() - start)) == 0, procs.log("second")
+        log = procs.log("second")
+    print(f"kill -9 after 2 trials at {killed_at:.1f}s; resumed to 4 trials in "
+          f"{time.time() - start:.1f}s in all")
+    assert "Resuming" in log and f"{len(before)} trial(s) done" in log
+    rows = json.loads((project / "leaderboard.json").read_text())
+    assert len(rows) == 4 and all(r["status"] == "COMPLETED" for r in rows)
+    assert len({r["trial_id"] for r in rows}) == 4
+    by_id = {r["trial_id"]: r for r in rows}
+    for old in before:  # kept as they were, not rerun
+        new = by_id[old["trial_id"]]
+        assert new["score"] == old["score"] and new["seconds"] == old["seconds"]
+    oracle = json.loads((project / "oracle.json").read_text())
+    assert len(oracle["end_order"]) == len(set(oracle["end_order"])) == 4
+    assert len(list(project.glob("trial_*/checkpoint*"))) == 2
+    files = all_json_parse(project)
+    assert len(files) >= 4 + 5  # trial.json per trial, oracle, tuner, leaderboard, manifest...
+    assert not list(project.rglob("*.tmp"))
+    manifest = json.loads((project / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["trials"] == 4
+
+
+def _poison(monkeypatch, poisoned):
+    """Trials whose ids are in `poisoned` diverge: their training loss is NaN."""
+    import keras
+    import keras_tuner
+
+    original = keras_tuner.Tuner.run_trial
+
+    def run_trial(self, trial, *args, **kwargs):
+        if trial.trial_id not in poisoned and "*" not in poisoned:
+            return original(self, trial, *args, **kwargs)
+        history = keras.callbacks.History()
+        history.epoch = [0]
+        history.history = {"loss": [float("nan")], "accuracy": [0.1],
+                           "val_loss": [float("nan")], "val_accuracy": [0.1]}
+        return [history]
+
+    monkeypatch.setattr(keras_tuner.Tuner, "run_trial", run_trial)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_search_goes_on(
+        tmp_path, monkeypatch):
+    from kerascnn.tuning import tune
+
+    tiny_npz(tmp_path / "tiny.npz")
+    _poison(monkeypatch, {"0"})
+    result = tune(str(tmp_path / "tiny.npz"), tuner="random", max_trials=3, epochs=1,
+                  batch_size=64, space={"conv_blocks": [1, 2], "filters": [4, 8]},
+                  directory=str(tmp_path / "runs"), project_name="nan", max_failed_trials=2)
+    rows = {r["trial_id"]: r for r in result.leaderboard}
+    assert rows["0"]["status"] == "FAILED" and rows["0"]["rank"] is None
+    assert "diverged: the training loss is nan at epoch 1" in rows["0"]["message"]
+    assert [r["status"] for r in result.leaderboard].count("COMPLETED") == 2
+    assert result.best_trial_id != "0" and math.isfinite(result.test_loss)
+    saved = json.loads((tmp_path / "runs" / "nan" / "leaderboard.json").read_text())
+    assert [r["trial_id"] for r in saved] == [r["trial_id"] for r in result.leaderboard]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_max_failed_trials_ends_the_search_with_its_reason(tmp_path, monkeypatch):
+    from kerascnn.tuning import tune
+
+    tiny_npz(tmp_path / "tiny.npz")
+    _poison(monkeypatch, {"*"})
+    with pytest.raises(RuntimeError, match="2 consecutive trials failed .*diverged"):
+        tune(str(tmp_path / "tiny.npz"), tuner="random", max_trials=6, epochs=1,
+             batch_size=64, space={"conv_blocks": [1, 2], "filters": [4, 8]},
+             directory=str(tmp_path / "runs"), project_name="nan", max_failed_trials=2)
+    rows = json.loads((tmp_path / "runs" / "nan" / "leaderboard.json").read_text())
+    assert [r["status"] for r in rows] == ["FAILED", "FAILED"]
+    assert not (tmp_path / "runs" / "nan" / "best").exists()
