@@ -503,7 +503,7 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 def _check_options(*, epochs, batch_size, optimizer, learning_rate, weight_decay, schedule,
                    early_stopping, strategy, steps_per_execution, output_dir, tensorboard,
-                   resume):
+                   resume, overwrite=False):
     _check_positive_int("epochs", epochs)
     if batch_size is not None:
         _check_positive_int("batch_size", batch_size)
@@ -532,6 +532,9 @@ def _check_options(*, epochs, batch_size, optimizer, learning_rate, weight_decay
         what = "tensorboard" if tensorboard else "resume"
         raise ValueError(f"{what}=True needs an output_dir to write to. "
                          f"Received: output_dir=None")
+    if resume and overwrite:
+        raise ValueError("Give resume (continue the run) or overwrite (start again), not both. "
+                         "Received: resume=True, overwrite=True")
     if resume and strategy == "multiworker":
         raise ValueError("resume is not supported with strategy='multiworker' (each worker "
                          "would restore a different state); restart the whole job instead. "
@@ -668,15 +671,20 @@ def train(
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
         strategy=strategy, steps_per_execution=steps_per_execution, output_dir=output_dir,
-        tensorboard=tensorboard, resume=resume)
+        tensorboard=tensorboard, resume=resume, overwrite=overwrite)
     precision = resolve_precision(mixed_precision)
     tf_config = parse_tf_config() if strategy == "multiworker" else None
     chief = is_chief(tf_config)
     out = Path(output_dir) if output_dir is not None else None
-    if out is not None and chief and not resume:
+    if out is not None and chief:
         from kerascnn.runs import prepare_output_dir
 
-        prepare_output_dir(out, overwrite=overwrite)
+        if not resume:
+            prepare_output_dir(out, overwrite=overwrite)
+        elif (out / "metrics.json").is_file() and not (out / CHECKPOINT_DIR).is_dir():
+            raise ValueError(f"The run in {str(out)!r} has already finished; nothing to "
+                             f"resume. Pass --overwrite to train again. "
+                             f"Received: output_dir={str(out)!r}")
 
     # a multi-worker strategy must exist before TensorFlow runs any op
     dist = make_strategy(strategy)

@@ -338,27 +338,19 @@ def test_mixed_precision_keeps_a_float32_output(tiny_npz):
     assert result.config["mixed_precision"] == "mixed_bfloat16"
 
 
-def test_tensorboard_logs_are_written(tiny_npz, tmp_path):
-    from kerascnn.training import train
-
-    out = tmp_path / "run"
-    result = train("simple", dataset=tiny_npz, epochs=1, batch_size=32, output_dir=out,
-                   tensorboard=True, **TINY_SPEC)
-    events = list((out / "logs").rglob("events.out.tfevents.*"))
-    assert events and result.paths["logs"] == out / "logs"
-
-
-def test_overwrite_replaces_only_run_files(tiny_npz, tmp_path):
+def test_overwrite_replaces_only_run_files_and_tensorboard_logs(tiny_npz, tmp_path):
     from kerascnn.training import train
 
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     (out / "metrics.json").write_text("{}")
-    train("simple", dataset=tiny_npz, epochs=1, batch_size=32, output_dir=out, overwrite=True,
-          **TINY_SPEC)
+    result = train("simple", dataset=tiny_npz, epochs=1, batch_size=32, output_dir=out,
+                   overwrite=True, tensorboard=True, **TINY_SPEC)
     assert (out / "notes.txt").read_text() == "mine"
     assert "test_accuracy" in read_json(out / "metrics.json")
+    assert list((out / "logs").rglob("events.out.tfevents.*"))
+    assert result.paths["logs"] == out / "logs"
 
 
 # ---------------------------------------------------------------------------- lr_find

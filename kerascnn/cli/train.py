@@ -61,8 +61,9 @@ def spec_factory(kw: dict, from_dir: str | None):
                                     "input_shape": spec_kw["input_shape"] or input_shape,
                                     "num_classes": spec_kw["num_classes"] or num_classes})
 
-    if spec_kw["spec_file"] or (spec_kw["input_shape"] and spec_kw["num_classes"]):
-        make(None, None)  # a bad file or field value fails here, before the data loads
+    # a bad file, preset or field value fails here, before any data is loaded (a preset is
+    # checked at its own input shape: the fields' values, not yet their fit to the data)
+    make(None, None)
     return make
 
 
