@@ -709,12 +709,39 @@ def tune(
         raise ValueError(f"project_name is a folder name, not a path. "
                          f"Received: project_name={project_name!r}")
     # the space is checked once without data (cheap, clear errors before loading)
-    SearchSpace((8, 8, 1), 2, per_block_filters=per_block_filters, augmentation=augmentation,
-                max_params=max_params, max_macs=max_macs, **dict(space))
+    checked = SearchSpace((8, 8, 1), 2, per_block_filters=per_block_filters,
+                          augmentation=augmentation, max_params=max_params, max_macs=max_macs,
+                          **dict(space))
+    source = str(dataset) if isinstance(dataset, (str, Path)) else str(
+        getattr(dataset, "source", dataset))
+    config = {
+        "dataset": source,
+        "dataset_fingerprint": None,  # known once the data is loaded
+        "image_size": list(image_size) if image_size else None,
+        "validation_split": float(validation_split),
+        "batch_size": batch_size,
+        "tuner": tuner,
+        "max_trials": max_trials,
+        "epochs": epochs,
+        "time_budget": budget,
+        "patience": patience,
+        "max_params": max_params,
+        "max_macs": max_macs,
+        "per_block_filters": per_block_filters,
+        "augmentation": [dict(e) for e in checked.augmentation],
+        "seed": seed,
+        "objective": OBJECTIVE,
+        "space": checked.to_config(),
+    }
+    project_dir = Path(directory) / str(project_name)
+    if dist is None or dist.role != "worker":
+        # a changed configuration is refused before the data is even loaded
+        _check_resume(project_dir, config, overwrite)
 
-    bundle = _load(dataset, batch_size=batch_size, validation_split=validation_split,
-                   image_size=image_size, color_mode=color_mode, data_dir=data_dir,
-                   download=download, seed=seed)
+    with _held_logs("kerascnn.data") as held:  # shown once the inputs are known to be good
+        bundle = _load(dataset, batch_size=batch_size, validation_split=validation_split,
+                       image_size=image_size, color_mode=color_mode, data_dir=data_dir,
+                       download=download, seed=seed)
     network_shape, preprocessing = _preprocessing(bundle, image_size)
 
     from kerascnn.hypermodel import CNNHyperModel
@@ -729,29 +756,12 @@ def tune(
     search_space.assert_feasible()
     if tuner == "grid" and not search_space.is_finite():
         next(iter(search_space.enumerate()))  # raises the "needs a finite set" error
+    for record in held:
+        logging.getLogger(record.name).handle(record)
 
-    config = {
-        "dataset": str(getattr(bundle, "source", dataset)),
-        "dataset_fingerprint": str(getattr(bundle, "fingerprint", "")),
-        "input_shape": list(network_shape),
-        "num_classes": int(bundle.num_classes),
-        "image_size": list(image_size) if image_size else None,
-        "validation_split": float(validation_split),
-        "batch_size": batch_size,
-        "tuner": tuner,
-        "max_trials": max_trials,
-        "epochs": epochs,
-        "time_budget": budget,
-        "patience": patience,
-        "max_params": max_params,
-        "max_macs": max_macs,
-        "per_block_filters": per_block_filters,
-        "augmentation": [dict(e) for e in search_space.augmentation],
-        "seed": seed,
-        "objective": OBJECTIVE,
-        "space": search_space.to_config(),
-    }
-    project_dir = Path(directory) / str(project_name)
+    config.update(dataset_fingerprint=str(getattr(bundle, "fingerprint", "")),
+                  input_shape=list(network_shape), num_classes=int(bundle.num_classes),
+                  space=search_space.to_config())
     if dist is not None and dist.role == "worker":  # trains the chief's trials, writes no result
         return distributed_module.run_worker(
             dist, project_dir, _search_yaml(config), SEARCH_FILE, IDENTITY_KEYS,
@@ -820,6 +830,30 @@ def tune(
     result = _finish(kt_tuner, best, hypermodel, bundle, project_dir, rows, started, stopped,
                      seed, config, command_line)
     return result
+
+
+@contextlib.contextmanager
+def _held_logs(name: str):
+    """Hold back the log records of logger `name` (and its children).
+
+    A bad input must end in one error line; the data module's "Dataset ..."
+    line is replayed by the caller once the space is known to fit the data.
+    """
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record):
+            held.append(record)
+
+    target = logging.getLogger(name)
+    handler, propagate = Hold(), target.propagate
+    target.addHandler(handler)
+    target.propagate = False
+    try:
+        yield held
+    finally:
+        target.removeHandler(handler)
+        target.propagate = propagate
 
 
 def _load(dataset, **kw):
@@ -897,6 +931,7 @@ def _check_resume(project_dir: Path, config: dict[str, Any], overwrite: bool) ->
         return json.loads(json.dumps(v, default=str))
 
     changed = [k for k in IDENTITY_KEYS if k in new_flat
+               and not (k == "dataset_fingerprint" and new_flat[k] is None)
                and norm(old_flat.get(k)) != norm(new_flat.get(k))]
     if changed:
         details = []
@@ -929,6 +964,9 @@ def _finish(kt_tuner, best, hypermodel, bundle, project_dir: Path, rows, started
     evaluation = model.evaluate(bundle.test, verbose=0, return_dict=True)
     test_accuracy = float(evaluation.get("accuracy", evaluation.get("compile_metrics", 0.0)))
     test_loss = float(evaluation["loss"])
+    if model.optimizer is not None and not model.optimizer.built:
+        # saved with its (fresh) slots, so loading the file does not warn about them
+        model.optimizer.build(model.trainable_variables)
     best_dir = project_dir / "best"
     best_dir.mkdir(parents=True, exist_ok=True)
     searched = {k: values[k] for k in space.hp_names(values)}

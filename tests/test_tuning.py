@@ -1,0 +1,247 @@
+"""kerascnn tune: the CLI end to end, resume, budget, bad input (tiny data, 1 epoch)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerascnn.cli import main
+from kerascnn.tuning import parse_duration
+
+# a tiny space: trials of well under a second of training each
+TINY_SPACE = ("{conv_blocks: {min: 1, max: 2}, convs_per_block: 1, filters: [4, 8], "
+              "kernel_size: 3, batch_norm: false, head: flatten, dense_layers: {min: 0, max: 1},"
+              " dense_units: 16, dropout: 0.0, learning_rate: [0.001, 0.003]}")
+FILES = ("leaderboard.csv", "leaderboard.json", "best/model.keras", "best/spec.yaml",
+         "best/metrics.json", "search.yaml", "manifest.json", "oracle.json")
+
+
+@pytest.fixture(scope="module")
+def quadrants(tmp_path_factory) -> str:
+    """28x28 gray images whose class is the bright quadrant (4 classes), as an .npz."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        x = rng.integers(0, 60, (n, 28, 28, 1)).astype("uint8")
+        y = rng.integers(0, 4, n)
+        for i, c in enumerate(y):
+            r, col = divmod(int(c), 2)
+            x[i, r * 14:(r + 1) * 14, col * 14:(col + 1) * 14, 0] += 150
+        return x, y
+
+    x_train, y_train = make(160)
+    x_test, y_test = make(40)
+    path = tmp_path_factory.mktemp("data") / "quadrants.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return str(path)
+
+
+def _tune(runner, data, tmp_path, *extra):
+    args = ["tune", "--dataset", data, "--directory", str(tmp_path / "runs"),
+            "--project-name", "p", "--batch-size", "32", "--epochs", "1", "--space", TINY_SPACE,
+            *extra]
+    return runner.invoke(main, args, catch_exceptions=False)
+
+
+def _rows(project: Path) -> list[dict]:
+    return json.loads((project / "leaderboard.json").read_text())
+
+
+def test_parse_duration():
+    assert parse_duration("90s") == 90 and parse_duration("15m") == 900
+    assert parse_duration("1h30m") == 5400 and parse_duration(2.5) == 2.5
+    assert parse_duration(None) is None
+    with pytest.raises(ValueError, match=r"duration such as 90s.*Received: time_budget='15x'"):
+        parse_duration("15x")
+    with pytest.raises(ValueError, match=r"must be positive"):
+        parse_duration(0)
+
+
+def test_cli_end_to_end_writes_every_file_then_resumes(runner, quadrants, tmp_path):
+    from kerascnn.runs import load_model, read_model_metadata
+    from kerascnn.spec import CNNSpec
+
+    result = _tune(runner, quadrants, tmp_path, "--tuner", "random", "--max-trials", "2")
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "runs" / "p"
+    for name in FILES:
+        assert (project / name).is_file(), name
+    assert sorted(p.name for p in project.glob("trial_*")) == ["trial_0", "trial_1"]
+    assert "Top 2 of the leaderboard" in result.stdout
+    assert f"Best model: {project / 'best' / 'model.keras'}" in result.stdout
+
+    rows = _rows(project)
+    assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows)
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert rows[0]["score"] >= rows[-1]["score"]
+    for row in rows:
+        assert {"trial_id", "score", "epochs", "seconds", "params", "macs",
+                "receptive_field", "conv_blocks", "filters", "learning_rate"} <= set(row)
+        assert "padding" not in row  # fixed values are not hyperparameters
+        assert row["epochs"] == 1 and row["params"] > 0
+        if row["dense_layers"] == 0:
+            assert "dense_units_1" not in row  # inactive: not shown
+    csv_lines = (project / "leaderboard.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("rank,trial_id,status,score") and len(csv_lines) == 3
+
+    metrics = json.loads((project / "best" / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
+    assert metrics["trial_id"] == rows[0]["trial_id"]
+    spec = CNNSpec.load(project / "best" / "spec.yaml")
+    assert spec.conv_blocks == rows[0]["conv_blocks"]
+    model = load_model(project / "best" / "model.keras")
+    assert model.count_params() - 0 >= rows[0]["params"]  # + the rescaling layer (no weights)
+    assert read_model_metadata(project / "best" / "model.keras")["class_names"] == \
+        ["0", "1", "2", "3"]
+    manifest = json.loads((project / "manifest.json").read_text())
+    assert manifest["dataset_fingerprint"] and manifest["status"] == "finished"
+    assert isinstance(manifest["command_line"], list) and manifest["versions"]["keras-tuner"]
+    import yaml
+
+    search = yaml.safe_load((project / "search.yaml").read_text())
+    assert search["tuner"] == "random" and search["space"]["conv_blocks"] == {"min": 1, "max": 2}
+
+    # search.yaml is a valid --config: the same search again resumes with nothing to do
+    result = runner.invoke(main, ["tune", "--config", str(project / "search.yaml"),
+                                  "--directory", str(tmp_path / "runs"), "--project-name", "p"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(_rows(project)) == 2
+    _assert_changed_space_is_refused(runner, quadrants, tmp_path, project)
+
+
+def _assert_changed_space_is_refused(runner, quadrants, tmp_path, project):
+    before = {p: p.stat().st_mtime_ns for p in project.rglob("*") if p.is_file()}
+    result = runner.invoke(main, ["tune", "--dataset", quadrants, "--directory",
+                                  str(tmp_path / "runs"), "--project-name", "p", "--tuner",
+                                  "random", "--epochs", "1", "--batch-size", "32",
+                                  "--max-trials", "6",
+                                  "--space", TINY_SPACE.replace("max: 2}", "max: 3}")])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "cannot be resumed" in result.stderr and "conv_blocks" in result.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in project.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_resume_three_then_five(runner, quadrants, tmp_path):
+    result = _tune(runner, quadrants, tmp_path, "--tuner", "random", "--max-trials", "3")
+    assert result.exit_code == 0, result.output
+    project = tmp_path / "runs" / "p"
+    first = {r["trial_id"]: r for r in _rows(project)}
+    assert len(first) == 3
+    # the same command with more trials adds two; the first three are unchanged
+    result = _tune(runner, quadrants, tmp_path, "--tuner", "random", "--max-trials", "5")
+    assert result.exit_code == 0, result.output
+    rows = _rows(project)
+    assert len(rows) == 5 and all(r["status"] == "COMPLETED" for r in rows)
+    for trial_id, old in first.items():
+        new = next(r for r in rows if r["trial_id"] == trial_id)
+        assert {k: v for k, v in new.items() if k != "rank"} == \
+            {k: v for k, v in old.items() if k != "rank"}
+    _assert_changed_space_is_refused(runner, quadrants, tmp_path, project)
+
+
+def test_python_api_hyperband_respects_max_trials(quadrants, tmp_path):
+    import kerascnn
+
+    result = kerascnn.tune(quadrants, tuner="hyperband", max_trials=2, epochs=3, batch_size=32,
+                           space={"conv_blocks": (1, 2), "convs_per_block": 1, "filters": 4,
+                                  "batch_norm": False, "dense_layers": 0, "head": "gap",
+                                  "kernel_size": 3, "dropout": 0.0},
+                           directory=str(tmp_path), project_name="hb")
+    assert len(result.leaderboard) == 2  # Hyperband would run more without the cap
+    assert result.best_model_path == tmp_path / "hb" / "best" / "model.keras"
+    assert result.best_spec.conv_blocks in (1, 2) and result.best_spec.filters[0] == 4
+    assert result.leaderboard[0]["trial_id"] == result.best_trial_id
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+@pytest.mark.slow
+def test_valid_padding_space_random_search_never_fails(quadrants, tmp_path):
+    """Most depths are impossible at 28x28 with 'valid' padding: no trial may fail."""
+    import kerascnn
+
+    result = kerascnn.tune(quadrants, tuner="random", max_trials=12, epochs=1, batch_size=32,
+                           space={"conv_blocks": (1, 6), "convs_per_block": (1, 3),
+                                  "padding": "valid", "filters": 4, "dense_layers": 0,
+                                  "batch_norm": False},
+                           directory=str(tmp_path), project_name="valid")
+    rows = result.leaderboard
+    assert len(rows) == 12
+    assert all(r["status"] == "COMPLETED" for r in rows)
+    assert any(r["conv_blocks"] > 1 for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tuner", ["bayesian", "grid"])
+def test_other_tuners(runner, quadrants, tmp_path, tuner):
+    result = _tune(runner, quadrants, tmp_path, "--tuner", tuner, "--max-trials", "4")
+    assert result.exit_code == 0, result.output
+    rows = _rows(tmp_path / "runs" / "p")
+    assert len(rows) == 4 and all(r["status"] == "COMPLETED" for r in rows)
+    keys = [json.dumps({k: r.get(k) for k in ("conv_blocks", "filters", "dense_layers",
+                                             "learning_rate", "dense_units_1")}) for r in rows]
+    assert len(set(keys)) == 4  # never the same candidate twice
+
+
+@pytest.mark.slow
+def test_time_budget_stops_cleanly(runner, tmp_path):
+    """`--time-budget 30s` on the bundled sample: ends within the budget plus one epoch."""
+    start = time.time()
+    result = runner.invoke(main, ["tune", "--directory", str(tmp_path), "--project-name", "b",
+                                  "--tuner", "random", "--max-trials", "50", "--epochs", "20",
+                                  "--patience", "0", "--time-budget", "30s"],
+                           catch_exceptions=False)
+    elapsed = time.time() - start
+    assert result.exit_code == 0, result.output
+    rows = _rows(tmp_path / "b")
+    assert 1 <= len(rows) < 50
+    longest_epoch = max(r["seconds"] / r["epochs"] for r in rows)
+    # startup (data, imports) + budget + one epoch + loading and evaluating the best model
+    assert elapsed < 30 + longest_epoch + 20, (elapsed, longest_epoch)
+    assert any(r["stopped_by"] == "budget" for r in rows) or len(rows) < 50
+    assert json.loads((tmp_path / "b" / "best" / "metrics.json").read_text())["test_accuracy"] > 0
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["stopped_by_budget"] is True
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--tuner", "annealing"], r"Invalid value for '--tuner'"),
+    (["--max-trials", "0"], r"--max-trials"),
+    (["--epochs", "0"], r"--epochs"),
+    (["--time-budget", "15x"], r"duration such as 90s, 15m or 1h30m"),
+    (["--space", "{conv_blocks: {min: 4, max: 2}}"], r"min > max"),
+    (["--space", "{depth: [1, 2]}"], r"Unrecognized search-space arguments"),
+    (["--space", "[1, 2"], r"not a file and not a YAML mapping"),
+    (["--space", "{conv_blocks: 1}", "--max-params", "10"],
+     r"No architecture in the search space meets max_params=10"),
+    (["--space", "{conv_blocks: {min: 6, max: 7}, padding: valid}"],
+     r"No architecture in the search space fits"),
+    (["--tuner", "grid"], r"Grid search needs a finite set of values"),
+    (["--validation-split", "0"], r"validation_split must be in \(0, 1\)"),
+    (["--dataset", "no_such_dataset"], r"no_such_dataset"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(runner, tmp_path, args, match):
+    out = tmp_path / "runs"
+    result = runner.invoke(main, ["tune", "--directory", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    import re
+
+    assert re.search(match, result.stderr), result.stderr
+    assert not out.exists()
+
+
+def test_unreadable_config_is_refused(runner, tmp_path):
+    bad = tmp_path / "search.yaml"
+    bad.write_text("tuner: [unclosed\n")
+    result = runner.invoke(main, ["tune", "--config", str(bad), "--directory",
+                                  str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "Could not parse" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
