@@ -75,6 +75,7 @@ def test_export_tflite(model_path, tmp_path):
     out = tmp_path / "m.tflite"
     result = export(model_path, out, format="tflite")
     assert result.max_abs_diff < 1e-5
+    assert out.read_bytes()[4:8] == b"TFL3"  # the flatbuffer identifier
     x = _sample()
     np.testing.assert_allclose(_run_tflite(out, x), _keras_outputs(model_path, x), atol=1e-5)
 
@@ -122,10 +123,17 @@ def test_export_refuses_bad_inputs(model_path, tmp_path):
 
 
 def test_export_overwrite_replaces(model_path, tmp_path):
-    out = tmp_path / "m.tflite"
+    from kerascnn.runs import load_model
+
+    out = tmp_path / "m.keras"
     out.write_bytes(b"old")
-    export(model_path, out, format="tflite", overwrite=True)
-    assert out.read_bytes()[4:8] == b"TFL3"  # the flatbuffer identifier
+    export(model_path, out, format="keras", overwrite=True)
+    assert load_model(out).kerascnn_metadata["class_names"] == CLASSES
+    sm = tmp_path / "sm"
+    sm.mkdir()
+    (sm / "stale.txt").write_text("from before")
+    export(model_path, sm, format="saved_model", overwrite=True)
+    assert not (sm / "stale.txt").exists() and (sm / "saved_model.pb").is_file()
 
 
 def test_export_disagreement_leaves_nothing(model_path, tmp_path, monkeypatch):

@@ -228,9 +228,10 @@ def export(model, export_format, output, overwrite, tolerance, verbose, quiet):
     import logging
 
     configure_logging(verbose, quiet)
-    if not verbose:
-        for name in ("tf2onnx", "absl", "tensorflow"):
+    if not verbose:  # converters' own chatter; the export is checked whatever they say
+        for name in ("absl", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)
     from kerascnn.export import ExportVerificationError
     from kerascnn.export import export as run_export
 
