@@ -237,3 +237,18 @@ def test_predict_bad_inputs(model_path, tmp_path):
         predict(model_path, [tmp_path / "imgs"])
     with pytest.raises(ValueError, match="must have the model's input shape"):
         predict(model_path, np.zeros((2, 5, 5, 1)))
+
+
+def test_model_with_code_is_refused_in_safe_mode(tmp_path):
+    import keras
+
+    from kerascnn.runs import save_model
+
+    inp = keras.Input((12, 12, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
+    path = save_model(model, tmp_path / "lambda.keras", class_names=CLASSES)
+    write_images(tmp_path / "imgs", 1, size=(12, 12), mode="L")
+    with pytest.raises(ValueError, match="Could not load .*lambda.keras.*(safe|Lambda)"):
+        predict(path, [tmp_path / "imgs"])
