@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kerascnn.data import (DatasetBundle, list_datasets, load_dataset, network_input_shape,
                            preprocessing_layers, stratified_split)
@@ -115,6 +117,19 @@ def test_stratified_split_is_stratified_and_seeded():
     assert np.array_equal(held, held2) and np.array_equal(kept, kept2)
     assert not np.array_equal(np.sort(held), np.sort(stratified_split(labels, 0.2, seed=4)[1]))
     assert len(stratified_split(labels, 0.0, seed=0)[1]) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(labels=st.lists(st.integers(0, 5), min_size=1, max_size=300),
+       fraction=st.floats(0.0, 0.95), seed=st.integers(0, 2**31))
+def test_stratified_split_property(labels, fraction, seed):
+    labels = np.array(labels)
+    kept, held = stratified_split(labels, fraction, seed)
+    # a partition of all positions
+    assert sorted(np.concatenate([kept, held]).tolist()) == list(range(len(labels)))
+    # every class gives round(fraction * its count) examples to the held-out part
+    for c in np.unique(labels):
+        assert np.sum(labels[held] == c) == round(fraction * np.sum(labels == c))
 
 
 def test_determinism_and_fingerprint():
