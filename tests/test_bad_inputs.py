@@ -1,0 +1,252 @@
+"""The bad-input matrix: every command, refusing bad values, files, folders,
+configs, models, images and addresses the same way.
+
+Each case must end with exit code 2 and ONE line on stderr that names the
+culprit, with no traceback, and must leave the existing output folder exactly
+as it was (the same files with the same modification times). The commands
+run in-process through click's CliRunner; bad input is refused before any
+training, so the whole matrix stays in the fast suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kerascnn.cli import main
+
+MATRIX_ROOT = "matrix"
+# nothing here trains: skip conftest's per-test Keras session clearing (~1 s each)
+pytestmark = pytest.mark.nokeras
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """Bad and good files side by side, and an output folder that must not change."""
+    root = tmp_path_factory.mktemp(MATRIX_ROOT)
+    from kerascnn.data import builtin
+
+    with np.load(builtin.SAMPLE_PATH) as f:
+        np.savez(root / "tiny.npz", x_train=f["x_train"][:200], y_train=f["y_train"][:200],
+                 x_test=f["x_test"][:50], y_test=f["y_test"][:50])
+    np.savez(root / "wrong_keys.npz", images=np.zeros((4, 8, 8)), labels=np.zeros(4))
+    np.savez(root / "mismatch.npz", x_train=np.zeros((10, 8, 8), "uint8"),
+             y_train=np.zeros(7, "int64"), x_test=np.zeros((2, 8, 8), "uint8"),
+             y_test=np.zeros(2, "int64"))
+    (root / "not_a.npz").write_text("just text")
+    (root / "flat").mkdir()  # images but no class subfolders
+    (root / "flat" / "a.png").write_bytes(b"\x89PNG")
+    (root / "empty").mkdir()
+    (root / "broken.png").write_text("not an image")
+    (root / "note.txt").write_text("hello")
+    (root / "bad.yaml").write_text("epochs: [1, 2\n")
+    (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "unknown_key.yaml").write_text("epochs: 1\nwarp_speed: 9\n")
+    (root / "bad_spec.yaml").write_text("input_shape: [28, 28, 1]\nnum_classes: 10\n"
+                                        "conv_blocks: 2\nwings: 2\n")
+    (root / "tiny_input_spec.yaml").write_text("input_shape: [8, 8, 1]\nnum_classes: 10\n"
+                                               "conv_blocks: 5\n")
+    (root / "space_list.yaml").write_text("- conv_blocks\n")
+    (root / "not_zip.keras").write_text("not a model")
+    with zipfile.ZipFile(root / "no_config.keras", "w") as zf:
+        zf.writestr("metadata.json", "{}")
+    (root / "no_search").mkdir()
+    (root / "no_search" / "notes.txt").write_text("x")
+    # the existing results that no refused command may touch
+    out = root / "existing"
+    (out / "best").mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5}))
+    (out / "spec.yaml").write_text("input_shape: [28, 28, 1]\nnum_classes: 10\n")
+    (out / "best" / "model.keras").write_bytes(b"old")
+    (out / "plot.png").write_bytes(b"old picture")
+    (out / "lr.png").write_bytes(b"old plot")
+    (out / "model.tflite").write_bytes(b"old export")
+    old = time.time() - 3600
+    for path in out.rglob("*"):
+        os.utime(path, (old, old))
+    return root
+
+
+@pytest.fixture(scope="module")
+def model(world) -> Path:
+    """A small valid .keras model, for the cases whose culprit is not the model."""
+    import keras
+
+    from kerascnn.builders import build_cnn
+    from kerascnn.runs import save_model
+
+    path = world / "good.keras"
+    if not path.exists():
+        net = build_cnn(input_shape=(28, 28, 1), num_classes=10, conv_blocks=1, filters=4,
+                        dense_units=())
+        net.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"])
+        save_model(net, path, class_names=[str(i) for i in range(10)])
+        keras.backend.clear_session()
+    return path
+
+
+# (id, command line, text that names the culprit); {w} is the world folder,
+# {m} a valid model. Values, files, folders, configs, models, images, addresses.
+CASES = [
+    # summary
+    ("summary-preset", "summary --preset lenet6", "lenet6"),
+    ("summary-shape", "summary --input-shape 28,0,1", "input"),
+    ("summary-too-deep", "summary --spec {w}/tiny_input_spec.yaml", "conv_blocks"),
+    ("summary-unknown-field", "summary --spec {w}/bad_spec.yaml", "wings"),
+    ("summary-padding", "summary --input-shape 28,28,1 --num-classes 10 --padding diagonal",
+     "diagonal"),
+    ("summary-format", "summary --preset lenet5 --format xml", "xml"),
+    ("summary-spec-missing", "summary --spec {w}/nowhere.yaml", "nowhere.yaml"),
+    # datasets
+    ("datasets-unknown", "datasets no_such_dataset", "no_such_dataset"),
+    ("datasets-not-npz", "datasets {w}/not_a.npz", "not_a.npz"),
+    ("datasets-wrong-keys", "datasets {w}/wrong_keys.npz", "keys"),
+    ("datasets-flat-folder", "datasets {w}/flat", "subfolder"),
+    ("datasets-split", "datasets {w}/tiny.npz --validation-split 1.5", "validation-split"),
+    ("datasets-color", "datasets {w}/tiny.npz --color-mode purple", "purple"),
+    # tune
+    ("tune-trials", "tune --dataset {w}/tiny.npz --max-trials 0 --directory {w}/existing",
+     "max-trials"),
+    ("tune-tuner", "tune --dataset {w}/tiny.npz --tuner annealing --directory {w}/existing",
+     "annealing"),
+    ("tune-budget", "tune --dataset {w}/tiny.npz --time-budget soon --directory {w}/existing",
+     "soon"),
+    ("tune-space-range", "tune --dataset {w}/tiny.npz --space {{conv_blocks: {{min: 3, max: 1}}}}"
+     " --directory {w}/existing", "conv_blocks"),
+    ("tune-space-list", "tune --dataset {w}/tiny.npz --space {w}/space_list.yaml "
+     "--directory {w}/existing", "space"),
+    ("tune-space-unknown", "tune --dataset {w}/tiny.npz --space {{wingspan: 3}} "
+     "--directory {w}/existing", "wingspan"),
+    ("tune-config-missing", "tune --config {w}/nowhere.yaml --directory {w}/existing",
+     "nowhere.yaml"),
+    ("tune-config-bad-yaml", "tune --config {w}/bad.yaml --directory {w}/existing", "bad.yaml"),
+    ("tune-config-list", "tune --config {w}/list.yaml --directory {w}/existing", "list.yaml"),
+    ("tune-config-unknown", "tune --config {w}/unknown_key.yaml --directory {w}/existing",
+     "warp_speed"),
+    ("tune-dataset-missing", "tune --dataset {w}/nowhere.npz --directory {w}/existing",
+     "nowhere.npz"),
+    ("tune-address-no-port", "tune --dataset {w}/tiny.npz --distributed worker --worker-id w1 "
+     "--oracle-address 127.0.0.1 --directory {w}/existing", "127.0.0.1"),
+    ("tune-address-port", "tune --dataset {w}/tiny.npz --distributed chief "
+     "--oracle-address 127.0.0.1:70000 --directory {w}/existing", "70000"),
+    ("tune-address-host", "tune --dataset {w}/tiny.npz --distributed chief "
+     "--oracle-address 192.0.2.1:8000 --directory {w}/existing", "192.0.2.1"),
+    ("tune-worker-no-id", "tune --dataset {w}/tiny.npz --distributed worker "
+     "--directory {w}/existing", "worker_id"),
+    ("tune-worker-chief-id", "tune --dataset {w}/tiny.npz --distributed worker "
+     "--worker-id chief1 --directory {w}/existing", "chief1"),
+    ("tune-address-alone", "tune --dataset {w}/tiny.npz --oracle-address 127.0.0.1:8000 "
+     "--directory {w}/existing", "oracle_address"),
+    ("tune-keep", "tune --dataset {w}/tiny.npz --keep-checkpoints 0 --directory {w}/existing",
+     "keep-checkpoints"),
+    # train
+    ("train-epochs", "train --dataset {w}/tiny.npz --epochs 0 --output-dir {w}/existing",
+     "epochs"),
+    ("train-lr", "train --dataset {w}/tiny.npz --learning-rate -1 --output-dir {w}/existing",
+     "learning-rate"),
+    ("train-existing-output", "train --dataset {w}/tiny.npz --conv-blocks 1 --filters 8 --epochs 1 "
+     "--output-dir {w}/existing", "existing"),
+    ("train-dataset-mismatch", "train --dataset {w}/mismatch.npz --output-dir {w}/new_run",
+     "mismatch.npz"),
+    ("train-from-not-run", "train --from {w}/no_search --dataset {w}/tiny.npz "
+     "--output-dir {w}/new_run", "no_search"),
+    ("train-spec-unknown", "train --spec {w}/bad_spec.yaml --dataset {w}/tiny.npz "
+     "--output-dir {w}/new_run", "wings"),
+    # lr-find
+    ("lr-find-range", "lr-find --dataset {w}/tiny.npz --start-lr 1 --end-lr 0.1 "
+     "--output {w}/new_lr.png", "lr"),
+    ("lr-find-existing", "lr-find --dataset {w}/tiny.npz --output {w}/existing/lr.png",
+     "lr.png"),
+    ("lr-find-steps", "lr-find --dataset {w}/tiny.npz --steps 0", "steps"),
+    # evaluate
+    ("evaluate-missing-model", "evaluate {w}/nowhere.keras --dataset {w}/tiny.npz",
+     "nowhere.keras"),
+    ("evaluate-not-zip", "evaluate {w}/not_zip.keras --dataset {w}/tiny.npz", "not_zip.keras"),
+    ("evaluate-no-config", "evaluate {w}/no_config.keras --dataset {w}/tiny.npz",
+     "no_config.keras"),
+    ("evaluate-folder", "evaluate {w}/empty --dataset {w}/tiny.npz", "empty"),
+    ("evaluate-split", "evaluate {m} --dataset {w}/tiny.npz --split holdout", "holdout"),
+    ("evaluate-plots-existing", "evaluate {m} --dataset {w}/tiny.npz --plots {w}/existing",
+     "existing"),
+    # predict
+    ("predict-missing-image", "predict {m} {w}/nowhere.png", "nowhere.png"),
+    ("predict-broken-image", "predict {m} {w}/broken.png", "broken.png"),
+    ("predict-not-image", "predict {m} {w}/note.txt", "note.txt"),
+    ("predict-empty-folder", "predict {m} {w}/empty", "empty"),
+    ("predict-top-k", "predict {m} {w}/broken.png --top-k 0", "top-k"),
+    ("predict-bad-model", "predict {w}/not_zip.keras {w}/broken.png", "not_zip.keras"),
+    # export
+    ("export-format", "export {m} --format pickle -o {w}/new.bin", "pickle"),
+    ("export-existing", "export {m} --format tflite -o {w}/existing/model.tflite",
+     "model.tflite"),
+    ("export-tolerance", "export {m} --format tflite -o {w}/x.tflite --tolerance -1",
+     "tolerance"),
+    ("export-bad-model", "export {w}/no_config.keras --format keras -o {w}/x.keras",
+     "no_config.keras"),
+    # finetune
+    ("finetune-backbone", "finetune --backbone alexnet50 --dataset {w}/tiny.npz "
+     "--output-dir {w}/new_ft", "alexnet50"),
+    ("finetune-existing", "finetune --backbone mobilenet_v2 --weights none "
+     "--dataset {w}/tiny.npz --output-dir {w}/existing", "existing"),
+    ("finetune-weights", "finetune --backbone mobilenet_v2 --weights {w}/nowhere.h5 "
+     "--dataset {w}/tiny.npz --output-dir {w}/new_ft", "nowhere.h5"),
+    ("finetune-unfreeze", "finetune --backbone mobilenet_v2 --weights none --unfreeze sideways "
+     "--dataset {w}/tiny.npz --output-dir {w}/new_ft", "sideways"),
+    # visualize
+    ("visualize-kind", "visualize {m} --kind xray -o {w}/new.png", "xray"),
+    ("visualize-existing", "visualize {m} --kind filters -o {w}/existing/plot.png", "plot.png"),
+    ("visualize-broken-image", "visualize {m} --kind gradcam --image {w}/broken.png "
+     "-o {w}/new.png", "broken.png"),
+    ("visualize-no-image", "visualize {m} --kind gradcam -o {w}/new.png", "image"),
+    ("visualize-suffix", "visualize {m} --kind filters -o {w}/new.docx", "new.docx"),
+    # report
+    ("report-not-search", "report {w}/no_search -o {w}/new_report", "no_search"),
+    ("report-missing", "report {w}/nowhere -o {w}/new_report", "nowhere"),
+    ("report-existing", "report {w}/no_search -o {w}/existing", "no_search"),
+]
+
+
+def _argv(line: str, world: Path, model_path: str) -> list[str]:
+    import shlex
+
+    return shlex.split(line.replace("{w}", str(world)).replace("{m}", model_path)
+                       .replace("{{", "{").replace("}}", "}"))
+
+
+def test_the_matrix_is_wide_enough():
+    commands = {line.split()[0] for _, line, _ in CASES}
+    assert commands == {"summary", "datasets", "tune", "train", "lr-find", "evaluate",
+                        "predict", "export", "finetune", "visualize", "report"}
+    assert len(CASES) >= 40
+    assert len({case_id for case_id, _, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case_id,line,culprit", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case_id, line, culprit, world,
+                                                          request):
+    from click.testing import CliRunner
+
+    model_path = str(request.getfixturevalue("model")) if "{m}" in line else "unused"
+    before = _snapshot(world / "existing")
+    others = {p.name for p in world.iterdir()}
+    result = CliRunner().invoke(main, _argv(line, world, model_path))
+    err = result.stderr
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code == 2, f"exit {result.exit_code}: {result.output}"
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: ") and culprit in lines[0], lines[0]
+    assert _snapshot(world / "existing") == before
+    assert {p.name for p in world.iterdir()} == others  # nothing new was created
