@@ -274,6 +274,21 @@ def _require_conv(model, what: str) -> None:
                          f"Received: model={model.name!r}")
 
 
+def _outer_output(layer):
+    """A layer's output tensor in the graph of the model that holds it.
+
+    A nested model's `.output` belongs to its own graph; in the outer graph
+    its output is that of the node created when the outer model called it.
+    """
+    import keras
+
+    nodes = getattr(layer, "_inbound_nodes", None) if isinstance(layer, keras.Model) else None
+    if nodes:
+        outputs = nodes[-1].output_tensors
+        return outputs[0] if len(outputs) == 1 else outputs
+    return layer.output
+
+
 def _rank(layer) -> int:
     try:
         return len(layer.output.shape)
@@ -350,7 +365,8 @@ def filters(model, layer: str | None = None):
     Args:
         model: keras.Model or path.
         layer: str, optional. A convolution layer's name. Defaults to the
-            first 2D convolution.
+            first 2D convolution with a kernel larger than 1x1 (nested
+            models, such as a fine-tuning backbone, included).
 
     Returns:
         `(layer_name, kernel)`: kernel is a float32 array
@@ -368,7 +384,10 @@ def filters(model, layer: str | None = None):
         if not convs:
             raise ValueError("Drawing filters needs a 2D convolution layer. "
                              f"Received: model={model.name!r}")
-        chosen = convs[0]
+        # a 1x1 convolution first (e.g. gray -> RGB before a pretrained backbone)
+        # mixes channels and shows no pattern: take the first spatial kernel
+        spatial = [l for l in convs if max(l.get_weights()[0].shape[:2]) > 1]
+        chosen = (spatial or convs)[0]
     else:
         by_name = {l.name: l for l in convs}
         if layer not in by_name:
@@ -392,7 +411,7 @@ def feature_maps(model, image) -> list[tuple[str, str, Any]]:
     x = as_image(image, model)
     _require_conv(model, "Feature maps")
     chosen = _block_layers(model)
-    probe = keras.Model(model.inputs[0], [layer.output for _, layer in chosen])
+    probe = keras.Model(model.inputs[0], [_outer_output(layer) for _, layer in chosen])
     outputs = probe(x[None], training=False)
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
@@ -412,7 +431,7 @@ def _logit_model(model, target):
 
     last = model.layers[-1]
     activation = getattr(getattr(last, "activation", None), "__name__", None)
-    outputs = [target.output] if target is not None else []
+    outputs = [_outer_output(target)] if target is not None else []
     if isinstance(last, keras.layers.Dense) and activation == "softmax":
         def head(x):
             x = keras.ops.cast(x, last.kernel.dtype)
