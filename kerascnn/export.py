@@ -85,7 +85,8 @@ def missing_onnx_dependencies() -> list[str]:
 
 def _check_output(output: Path, fmt: str, overwrite: bool) -> None:
     if fmt == "keras" and output.suffix != ".keras":
-        raise ValueError(f"A Keras model file must end in '.keras'. Received: output={str(output)!r}")
+        raise ValueError(f"A Keras model file must end in '.keras'. "
+                         f"Received: output={str(output)!r}")
     if output.exists() and not overwrite:
         raise ValueError(f"Output path already exists; pass --overwrite (overwrite=True) to "
                          f"replace it or choose another path. Received: output={str(output)!r}")

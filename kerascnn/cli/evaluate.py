@@ -100,8 +100,9 @@ def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet
     MODEL is a .keras file, a run folder (model.keras) or a tune folder
     (best/model.keras). Dataset options not given (--dataset, --image-size,
     --color-mode, --validation-split, --seed) default to those the model was
-    trained with, when `kerascnn train` saved them in the model. The CSV has one row per class and a final row "all"
-    (macro precision/recall/F1, overall accuracy and loss).
+    trained with, when `kerascnn train` saved them in the model. The CSV has
+    one row per class and a final row "all" (macro precision/recall/F1,
+    overall accuracy and loss).
     """
     configure_logging(verbose, quiet)
     from kerascnn.runs import check_model_path, prepare_output_dir, read_model_metadata
