@@ -56,7 +56,8 @@ def test_bad_strength(strength):
 
 
 def test_import_is_light():
-    code = "import sys, kerascnn.augment; print('keras' in sys.modules, 'tensorflow' in sys.modules)"
+    code = ("import sys, kerascnn.augment; "
+            "print('keras' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

@@ -546,7 +546,8 @@ def test_cli_lists_datasets(runner, tmp_path, monkeypatch):
     rows = {r["name"]: r for r in json.loads(result.output)}
     assert set(rows) == {"fashion_mnist_sample", "fashion_mnist", "mnist"}
     assert rows["fashion_mnist_sample"]["available"]
-    assert rows["mnist"]["available"] and rows["mnist"]["location"].endswith(str(tmp_path / "mnist"))
+    assert rows["mnist"]["available"]
+    assert rows["mnist"]["location"].endswith(str(tmp_path / "mnist"))
     assert rows["mnist"]["size_bytes"] > 0
     table = runner.invoke(main, ["datasets"])
     assert table.exit_code == 0 and "fashion_mnist_sample  yes" in table.output

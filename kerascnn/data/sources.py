@@ -313,9 +313,8 @@ def check_arrays(x_train, y_train, x_test, y_test, class_names, source: str) -> 
     num_classes = len(class_names) if class_names else int(all_y.max()) + 1
     bad = all_y[(all_y < 0) | (all_y >= num_classes)]
     if bad.size:
-        raise ValueError(f"Labels must be class ids 0..{num_classes - 1} "
-                         f"({num_classes} classes). Received: labels {sorted(set(bad.tolist()))[:5]} "
-                         f"in {source}")
+        raise ValueError(f"Labels must be class ids 0..{num_classes - 1} ({num_classes} "
+                         f"classes). Received: labels {sorted(set(bad.tolist()))[:5]} in {source}")
     if num_classes < 2:
         raise ValueError(f"A classification dataset needs at least 2 classes. Received: "
                          f"{num_classes} class in {source}")
