@@ -29,21 +29,32 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _keras_session(request):
-    """Seed and clear the Keras session around tests that use Keras."""
-    if "nokeras" in request.keywords:
-        yield
-        return
+def _keras_session():
+    """Seed Keras before, and clear its session after, tests that use Keras.
+
+    Tests that never touch Keras pay nothing; the session is cleared without a
+    full garbage collection (seconds on a loaded machine), which
+    `_collect_garbage` does once per module instead.
+    """
     import sys
 
     if "keras" in sys.modules:
         import keras
 
         keras.utils.set_random_seed(0)
-        yield
-        keras.backend.clear_session()
-    else:
-        yield
+    yield
+    if "keras" in sys.modules:
+        import keras
+
+        keras.backend.clear_session(free_memory=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage():
+    yield
+    import gc
+
+    gc.collect()
 
 
 @pytest.fixture
