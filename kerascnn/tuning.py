@@ -149,6 +149,7 @@ class _KerasCNNOracle:
         except RuntimeError:
             last = self.trials[self.end_order[-1]]
             reason = (str(last.message or "").strip().splitlines() or ["no reason given"])[-1]
+            reason = reason.removeprefix("keras_tuner.src.errors.FailedTrialError: ")
             self.failed_out = (f"{self.max_consecutive_failed_trials} consecutive trials "
                                f"failed (max_failed_trials); the last: {reason}")
             logger.warning("Stopping the search: %s", self.failed_out)
@@ -199,9 +200,12 @@ class _KerasCNNOracle:
             return {"status": "STOPPED", "values": None}
         response = super().populate_space(trial_id)
         values = response.get("values")
-        if response.get("status") == "RUNNING" and not self._feasible(values):
-            # a model-based proposal (Bayesian) outside the valid region:
-            # fall back to a valid random candidate rather than train nothing
+        repeated = (response.get("status") == "RUNNING" and values is not None
+                    and "tuner/trial_id" not in values  # Hyperband continues on purpose
+                    and self._duplicate(values))
+        if response.get("status") == "RUNNING" and (repeated or not self._feasible(values)):
+            # a model-based proposal (Bayesian) outside the valid region, or one
+            # already trained: fall back to a new valid random candidate
             fallback = self._random_values()
             if fallback is None:
                 return {"status": "STOPPED", "values": None}
@@ -291,6 +295,17 @@ class _KerasCNNTuner:
         if not self._is_worker():
             self.oracle.save()
         atomic_save_json(self._get_tuner_fname(), self.get_state())
+
+    def _try_run_and_update_trial(self, trial, *args, **kwargs):
+        # keras-tuner prints the traceback of every failed trial to stderr;
+        # its reason goes to the leaderboard and the log instead (-vv: both)
+        from keras_tuner.src import config as kt_config
+
+        debug, kt_config.DEBUG = kt_config.DEBUG, logger.isEnabledFor(logging.DEBUG)
+        try:
+            return super()._try_run_and_update_trial(trial, *args, **kwargs)
+        finally:
+            kt_config.DEBUG = debug
 
     def _populate_initial_space(self):
         # Declare the whole space (every conditional scope) without building
@@ -470,7 +485,8 @@ def leaderboard_rows(oracle, space: SearchSpace) -> list[dict[str, Any]]:
             row.update(params=None, macs=None, receptive_field=None)
         row["stopped_by"] = stopped
         if trial.status not in ("COMPLETED", "RUNNING") and trial.message:
-            row["message"] = str(trial.message).strip().splitlines()[-1][:300]
+            row["message"] = str(trial.message).strip().splitlines()[-1][:300].removeprefix(
+                "keras_tuner.src.errors.FailedTrialError: ")
         row["_order"] = order.get(trial.trial_id, len(order))
         rows.append(row)
     done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
@@ -531,7 +547,8 @@ class _Reporter:
             eta = min(eta, max(0.0, self.deadline - time.time()))
         best = next((r["score"] for r in rows if r["rank"] == 1), None)
         row = next((r for r in rows if r["trial_id"] == trial.trial_id), {})
-        score = "failed" if trial.status != "COMPLETED" else f"{OBJECTIVE}={trial.score:.4f}"
+        score = f"failed: {row.get('message') or trial.status}" \
+            if trial.status != "COMPLETED" else f"{OBJECTIVE}={trial.score:.4f}"
         details = []
         if row.get("params") is not None:
             details.append(f"{row['params']:,} params")
