@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Test images (default: all 10,000; 1,000 with --quick).")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=None,
-                        help="Phase 1 epochs (default 4; 2 with --quick).")
+                        help="Phase 1 epochs (default 4; 1 with --quick).")
     parser.add_argument("--fine-tune-epochs", type=int, default=None,
                         help="Phase 2 epochs (default 4; 1 with --quick).")
     parser.add_argument("--unfreeze", default="all")
@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.epochs is None:
-        args.epochs = 2 if args.quick else 4
+        args.epochs = 1 if args.quick else 4
     if args.fine_tune_epochs is None:
         args.fine_tune_epochs = 1 if args.quick else 4
     if args.test_size is None:

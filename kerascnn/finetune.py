@@ -370,10 +370,12 @@ def _fix_efficientnet_normalization(backbone_model) -> None:
     import numpy as np
 
     for layer in backbone_model.layers:
-        if isinstance(layer, keras.layers.Normalization) and hasattr(layer, "variance"):
-            variance = np.asarray(keras.ops.convert_to_numpy(layer.variance)).reshape(-1)
+        if isinstance(layer, keras.layers.Normalization) and hasattr(layer, "adapt_variance"):
+            variance = np.asarray(keras.ops.convert_to_numpy(layer.adapt_variance)).reshape(-1)
             if variance.shape == (3,) and np.allclose(variance, _EFFICIENTNET_STDDEV, atol=1e-4):
-                layer.variance.assign(np.reshape(variance ** 2, layer.variance.shape))
+                layer.adapt_variance.assign(np.reshape(variance ** 2,
+                                                       layer.adapt_variance.shape))
+                layer.finalize_state()
                 logger.info("EfficientNet ImageNet checkpoint: stored standard deviations "
                             "converted to variances in %s", layer.name)
             return
@@ -651,7 +653,7 @@ def finetune(
     fine_tune_epochs: int = 3,
     unfreeze: int | str = "all",
     learning_rate: float = 1e-3,
-    fine_tune_lr: float = 1e-5,
+    fine_tune_lr: float = 1e-4,
     optimizer: str = "adam",
     dropout: float = 0.2,
     batch_size: int = 32,
@@ -687,7 +689,8 @@ def finetune(
         unfreeze: int or str. What phase 2 trains: `"all"`, N (the top N
             layers with weights) or `"N blocks"`. Defaults to `"all"`, as fastai does.
         learning_rate: float. Phase 1 learning rate. Defaults to 1e-3.
-        fine_tune_lr: float. Phase 2 learning rate. Defaults to 1e-5.
+        fine_tune_lr: float. Phase 2 learning rate, ten times lower than phase 1's.
+            Defaults to 1e-4.
         optimizer: str. `adam`, `adamw`, `sgd`, `rmsprop` or `nadam`. Defaults to `"adam"`.
         dropout: float. Dropout before the classifier. Defaults to 0.2.
         batch_size, validation_split, data_dir, color_mode, download: passed to

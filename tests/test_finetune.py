@@ -431,3 +431,23 @@ def test_cli_finetune_writes_the_run_folder(runner, tmp_path, mobilenet_weights)
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output
     assert (out / "model.keras").is_file() and (out / "metrics.json").is_file()
+
+
+def test_efficientnet_imagenet_file_gets_variances_not_standard_deviations(tmp_path):
+    """keras.applications' EfficientNet ImageNet checkpoints store std where variance belongs."""
+    import keras
+
+    base = keras.applications.EfficientNetB0(include_top=False, weights=None,
+                                             input_shape=(32, 32, 3))
+    norm = next(layer for layer in base.layers if isinstance(layer, keras.layers.Normalization))
+    norm.adapt_variance.assign(np.reshape([0.229, 0.224, 0.225], norm.adapt_variance.shape))
+    path = tmp_path / "efficientnet_b0_notop.weights.h5"
+    base.save_weights(path)
+    loaded = ft.build_backbone("efficientnet_b0", image_size=32, weights=str(path))
+    norm = next(layer for layer in loaded.layers if isinstance(layer, keras.layers.Normalization))
+    np.testing.assert_allclose(np.array(norm.variance).reshape(-1),
+                               np.square([0.229, 0.224, 0.225]), rtol=1e-5)
+    # and the layer uses them: a mid-gray image normalises to (0.5 - mean) / std
+    mean = np.array(norm.adapt_mean).reshape(-1)
+    out = np.array(norm(np.full((1, 1, 1, 3), 0.5, "float32"))).reshape(-1)
+    np.testing.assert_allclose(out, (0.5 - mean) / np.array([0.229, 0.224, 0.225]), rtol=1e-3)

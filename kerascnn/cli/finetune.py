@@ -37,7 +37,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
                    "BatchNorm layers always stay frozen, in inference mode.")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3,
               help="Phase 1 learning rate.")
-@click.option("--fine-tune-lr", type=click.FloatRange(min=0, min_open=True), default=1e-5,
+@click.option("--fine-tune-lr", type=click.FloatRange(min=0, min_open=True), default=1e-4,
               help="Phase 2 learning rate.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.2,
