@@ -245,3 +245,27 @@ def test_unreadable_config_is_refused(runner, tmp_path):
     assert result.exit_code == 2 and "Could not parse" in result.stderr
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_space_from_a_yaml_file_or_inline(tmp_path):
+    import click
+
+    from kerascnn.cli.tune import SpaceParam
+
+    path = tmp_path / "space.yaml"
+    path.write_text("conv_blocks: {min: 1, max: 6}\nconvs_per_block: {min: 1, max: 3}\n"
+                    "padding: valid\nkernel_size: [3, 5]\n")
+    space = SpaceParam().convert(str(path), None, None)
+    assert space == {"conv_blocks": {"min": 1, "max": 6}, "convs_per_block": {"min": 1, "max": 3},
+                     "padding": "valid", "kernel_size": [3, 5]}
+    from kerascnn.hypermodel import SearchSpace
+
+    config = SearchSpace((28, 28, 1), 10, **space).to_config()
+    assert config["conv_blocks"] == {"min": 1, "max": 6} and config["kernel_size"] == [3, 5]
+    # a search.yaml works too: its `space:` is taken
+    (tmp_path / "search.yaml").write_text("tuner: random\nspace:\n  filters: [8, 16]\n")
+    assert SpaceParam().convert(str(tmp_path / "search.yaml"), None, None) == \
+        {"filters": [8, 16]}
+    assert SpaceParam().convert("{head: gap}", None, None) == {"head": "gap"}
+    with pytest.raises(click.BadParameter, match=r"expected a YAML mapping"):
+        SpaceParam().convert("[1, 2]", None, None)
