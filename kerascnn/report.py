@@ -324,10 +324,13 @@ def plot_score_vs_cost(search: Search, *, output=None):
                 ax.scatter([b[key]], [b["score"]], marker="*", s=180, color="gold",
                            edgecolor="black", zorder=5, label="best")
         if xs and max(xs) / max(min(xs), 1) > 5:
-            from matplotlib.ticker import NullFormatter
+            from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide
+            # 1-2-5 ticks written 20k, 50k, 100k: readable over one or two decades
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label)
         ax.set_title(f"score vs {label.split(' ')[0]}", fontsize=9)
         ax.grid(alpha=0.3)

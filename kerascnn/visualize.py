@@ -467,9 +467,10 @@ def gradcam(model, image, class_index: int | None = None, *, layer: str | None =
       has its own weights downstream, the spatial average can cancel, and
       Grad-CAM's map can be empty or point at the wrong place, while
       HiResCAM stays the exact contribution of each position to the score.
-      (On the quadrant test in `tests/test_visualize.py`, Grad-CAM gave an
-      all-zero map for half the classes; HiResCAM put 85-98% of its mass on
-      the right quadrant.)
+      (Behind a flatten head, on images whose class is the quadrant of a
+      bright square, Grad-CAM's map came out all zero for half of the
+      classes while HiResCAM put 85-98% of its mass on the square's
+      quadrant; `tests/test_visualize.py` checks the difference.)
 
     Args:
         model: keras.Model or path.
@@ -841,12 +842,12 @@ def plot_gradcam(model, image, class_index: int | None = None, *, layer: str | N
     _show_image(right, x)
     heat = right.imshow(cam.heatmap, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0,
                         interpolation="bilinear")
-    right.set_title(f"{'HiResCAM' if method == 'hirescam' else 'Grad-CAM'} of {cam.layer}",
-                    fontsize=8)
+    right.set_title(f"heat map of {cam.layer}", fontsize=8)
     bar = fig.colorbar(heat, ax=right, shrink=0.85)
     bar.set_label("relative importance", fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    title = f"Grad-CAM for class {names[cam.class_index]!r} (p = {cam.probability:.2f})"
+    title = (f"{'HiResCAM' if method == 'hirescam' else 'Grad-CAM'} for class "
+             f"{names[cam.class_index]!r} (p = {cam.probability:.2f})")
     fig.suptitle(title, fontsize=10)
     return _finish(fig, title, {"gradcam": cam}, output)
 

@@ -108,6 +108,20 @@ def test_gradcam_puts_its_mass_on_the_square(quadrant_model):
     assert np.mean(masses) > 0.7, masses
 
 
+def test_hirescam_is_more_faithful_than_gradcam_behind_a_flatten_head(quadrant_model):
+    """Why HiResCAM is the default: Grad-CAM's spatially averaged weights lose the square."""
+    from kerascnn.visualize import gradcam
+
+    model, _, (x_test, y_test) = quadrant_model
+    hires, classic = [], []
+    for label in range(4):
+        index = int(np.flatnonzero(y_test == label)[0])
+        hires.append(quadrant_mass(gradcam(model, x_test[index]).heatmap, label))
+        classic.append(quadrant_mass(gradcam(model, x_test[index], method="gradcam").heatmap,
+                                     label))
+    assert np.mean(hires) > np.mean(classic) + 0.2, (hires, classic)
+
+
 def test_gradcam_explains_the_requested_class(quadrant_model):
     from kerascnn.visualize import gradcam
 
@@ -170,7 +184,9 @@ def test_plot_gradcam_draws_the_map_it_computed(quadrant_model, tmp_path):
     drawn = plot.figure.axes[1].images[-1].get_array()
     np.testing.assert_allclose(np.asarray(drawn), gradcam(model, x_test[index]).heatmap,
                                atol=1e-5)
-    assert plot.title.startswith("Grad-CAM for class '1'")
+    assert plot.title.startswith("HiResCAM for class '1'")
+    classic = plot_gradcam(model, x_test[index], method="gradcam")
+    assert classic.title.startswith("Grad-CAM for class '1'")
     with Image.open(plot.path) as img:
         assert img.size == (600, 330)
 
@@ -344,7 +360,7 @@ def test_cli_visualize_writes_each_kind(runner, quadrant_model, image_file, tmp_
     with Image.open(out) as img:
         assert img.format == "PNG" and min(img.size) >= 300
     if kind == "gradcam":
-        assert "Grad-CAM for class 'bottom-right'" in result.output
+        assert "HiResCAM for class 'bottom-right'" in result.output
 
 
 def test_cli_learning_curves_from_run_folder(runner, tmp_path):
