@@ -314,6 +314,9 @@ def export(
                            "float32 (max |float32 - %s| = %.3g on the sample).",
                            policy, format, policy, precision_diff)
     expected = np.asarray(reference.predict_on_batch(x))
+    if expected.size and float(np.ptp(expected)) < 1e-6:
+        logger.warning("The model gives the same output for every sample image, so the check "
+                       "of the export proves little (an untrained model?).")
 
     output.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
