@@ -295,6 +295,25 @@ def test_confusion_matrix_and_top_losses_carry_evaluates_numbers(quadrant_model,
     assert all(p.stat().st_size > 5000 for p in written)
 
 
+def test_cli_evaluate_plots(runner, quadrant_model, tmp_path):
+    """`kerascnn evaluate --plots DIR` draws through `evaluation_plots`."""
+    from PIL import Image
+
+    from kerascnn.cli import main
+
+    _, model_path, (x_test, y_test) = quadrant_model
+    x_train, y_train = quadrant_images(40, seed=4)
+    data = tmp_path / "quadrants.npz"
+    np.savez(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    plots = tmp_path / "plots"
+    result = runner.invoke(main, ["evaluate", str(model_path), "--dataset", str(data),
+                                  "--plots", str(plots), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    for name in ("confusion_matrix.png", "top_losses.png"):
+        with Image.open(plots / name) as img:
+            assert img.format == "PNG" and min(img.size) >= 300
+
+
 def test_learning_curves_draw_history_csv(tmp_path):
     from kerascnn.visualize import plot_learning_curves, read_history
 
