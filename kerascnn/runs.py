@@ -22,6 +22,13 @@ logger = logging.getLogger(__name__)
 MODEL_METADATA_ENTRY = "kerascnn.json"
 
 
+def _umask_mode() -> int:
+    """The mode a plain `open()` would give a new file (mkstemp uses 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` atomically (temporary file + `os.replace`)."""
     path = Path(path)
@@ -32,6 +39,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -177,6 +185,7 @@ def save_model(model, path: str | os.PathLike, *, class_names: Sequence[str] | N
         info.setdefault("kerascnn_version", kerascnn.__version__)
         with zipfile.ZipFile(tmp, "a") as zf:
             zf.writestr(MODEL_METADATA_ENTRY, json.dumps(_jsonable(info), indent=2))
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
