@@ -312,6 +312,7 @@ def serve(kt_tuner, config: DistributedConfig, *, poll: float = 0.5, grace: floa
     from keras_tuner.src.distribute import oracle_chief
 
     oracle = kt_tuner.oracle
+    kt_tuner.on_search_begin()  # what search() would do first (kerascnn: quiet oracle)
     kt_tuner.save()  # the chief's tuner file, so a restarted chief resumes (#976)
     servicer = oracle_chief.OracleServicer(oracle)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))

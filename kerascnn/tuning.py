@@ -213,6 +213,10 @@ class _KerasCNNOracle:
         return response
 
     def end_trial(self, trial):
+        if trial.trial_id in getattr(self, "_retry_queue", ()):
+            # a restarted chief queued the trials that were running; this one
+            # was finished by its worker meanwhile and must not run again
+            self._retry_queue.remove(trial.trial_id)
         super().end_trial(trial)
         # keras-tuner saves the state before it drops the trial from the
         # ongoing ones; saved as is, a resumed chief would run it again

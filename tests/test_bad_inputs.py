@@ -61,6 +61,10 @@ def world(tmp_path_factory) -> Path:
     (root / "not_zip.keras").write_text("not a model")
     with zipfile.ZipFile(root / "no_config.keras", "w") as zf:
         zf.writestr("metadata.json", "{}")
+    (root / "search").mkdir()  # an (empty) search: only the report's output is wrong
+    (root / "search" / "leaderboard.json").write_text("[]")
+    (root / "torn_search").mkdir()  # a leaderboard cut short
+    (root / "torn_search" / "leaderboard.json").write_text('[{"trial_id": "0", "sco')
     (root / "no_search").mkdir()
     (root / "no_search" / "notes.txt").write_text("x")
     # the existing results that no refused command may touch
@@ -123,11 +127,11 @@ CASES = [
      "annealing"),
     ("tune-budget", "tune --dataset {w}/tiny.npz --time-budget soon --directory {w}/existing",
      "soon"),
-    ("tune-space-range", "tune --dataset {w}/tiny.npz --space {{conv_blocks: {{min: 3, max: 1}}}}"
+    ("tune-space-range", "tune --dataset {w}/tiny.npz --space '{{conv_blocks: {{min: 3, max: 1}}}}'"
      " --directory {w}/existing", "conv_blocks"),
     ("tune-space-list", "tune --dataset {w}/tiny.npz --space {w}/space_list.yaml "
      "--directory {w}/existing", "space"),
-    ("tune-space-unknown", "tune --dataset {w}/tiny.npz --space {{wingspan: 3}} "
+    ("tune-space-unknown", "tune --dataset {w}/tiny.npz --space '{{wingspan: 3}}' "
      "--directory {w}/existing", "wingspan"),
     ("tune-config-missing", "tune --config {w}/nowhere.yaml --directory {w}/existing",
      "nowhere.yaml"),
@@ -214,7 +218,8 @@ CASES = [
     # report
     ("report-not-search", "report {w}/no_search -o {w}/new_report", "no_search"),
     ("report-missing", "report {w}/nowhere -o {w}/new_report", "nowhere"),
-    ("report-existing", "report {w}/no_search -o {w}/existing", "no_search"),
+    ("report-existing", "report {w}/search -o {w}/existing", "existing"),
+    ("report-torn-leaderboard", "report {w}/torn_search -o {w}/new_report", "leaderboard.json"),
 ]
 
 

@@ -309,7 +309,7 @@ def test_chief_and_two_workers_complete_a_search(tmp_path):
     with Procs(tmp_path) as procs:
         # a worker started before its chief waits for it
         procs.start("w1", *_args("search", port), "--distributed", "worker", "--worker-id", "w1")
-        time.sleep(3)
+        procs.wait_for("w1", "waiting for the chief", timeout=240)
         procs.start("chief", *_args("search", port), "--distributed", "chief")
         procs.start("w2", *_args("search", port), "--distributed", "worker", "--worker-id", "w2")
         for name in ("chief", "w1", "w2"):
@@ -321,6 +321,7 @@ def test_chief_and_two_workers_complete_a_search(tmp_path):
            for line in logs[name].splitlines() if line.startswith(f"Worker {name}: trial ")]
     assert sorted(ran) == sorted(r["trial_id"] for r in rows)  # each trial ran once
     assert "no trial left" in logs["w1"] and "no trial left" in logs["w2"]
+    assert "the chief answered after" in logs["w1"]
     assert "Chief: the search is complete (4 trials)" in logs["chief"]
     assert "Traceback" not in "".join(logs.values())
 
