@@ -722,6 +722,8 @@ def finetune(
     fine_tune_epochs = _check_epochs("fine_tune_epochs", fine_tune_epochs)
     learning_rate = _check_positive_float("learning_rate", learning_rate)
     fine_tune_lr = _check_positive_float("fine_tune_lr", fine_tune_lr)
+    if not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1). Received: dropout={dropout!r}")
     from kerascnn import runs
 
     out = runs.prepare_output_dir(output_dir, overwrite=overwrite) if output_dir else None
@@ -807,6 +809,10 @@ def finetune(
     for row in history[::-1]:
         if "val_accuracy" in row:
             metrics.setdefault("val_accuracy", row["val_accuracy"])
+    if any(not math.isfinite(row.get("loss", 0.0)) for row in history):
+        metrics["diverged"] = True
+        logger.warning("The loss became NaN and training stopped early; try a lower "
+                       "learning rate or fine_tune_lr")
     logger.info("test accuracy %.4f, test loss %.4f", test_accuracy, test_loss)
 
     if out is not None:
@@ -819,7 +825,8 @@ def finetune(
         runs.write_json(out / "metrics.json", metrics)
         runs.write_json(out / "manifest.json", runs.manifest(
             seed=seed, dataset_fingerprint=getattr(bundle, "fingerprint", None),
-            command_line=command_line, command="finetune"))
+            command_line=command_line, command="finetune", finetune=backbone_config,
+            dataset=bundle.describe() if hasattr(bundle, "describe") else None))
     return FinetuneResult(model=model, history=history, metrics=metrics, output_dir=out,
                           config=config)
 

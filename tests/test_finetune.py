@@ -433,6 +433,7 @@ def test_cli_finetune_writes_the_run_folder(runner, tmp_path, mobilenet_weights)
     assert (out / "model.keras").is_file() and (out / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_efficientnet_imagenet_file_gets_variances_not_standard_deviations(tmp_path):
     """keras.applications' EfficientNet ImageNet checkpoints store std where variance belongs."""
     import keras
