@@ -102,6 +102,7 @@ def make_model(bundle, weights, image_size: int = IMAGE_SIZE):
     model = build_model(BACKBONE, input_shape=bundle.input_shape,
                         num_classes=bundle.num_classes, weights=weights,
                         image_size=image_size, dropout=0.2)
+    freeze_backbone(model)  # so that the summary counts what phase 1 trains
     model.summary(line_length=90)
     return model
 
