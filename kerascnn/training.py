@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -346,12 +347,12 @@ def _make_callbacks_module():
 
 
 def _current_lr(model) -> float:
-    opt = model.optimizer
-    lr = opt.learning_rate
+    """The optimizer's rate now (a schedule evaluated at the current step)."""
+    lr = model.optimizer.learning_rate  # a Keras variable, also for schedules
     try:
         return float(lr)
-    except TypeError:
-        return float(opt._get_current_learning_rate())  # a schedule
+    except TypeError:  # under a tf.distribute strategy the value is a MirroredVariable
+        return float(lr.value.read_value().numpy())
 
 
 # ---------------------------------------------------------------------------
@@ -831,6 +832,48 @@ def _distributable(dataset, strategy_name: str):
     return dataset.with_options(options)
 
 
+@contextlib.contextmanager
+def _keras_multiworker_fixes(strategy):
+    """Work around two Keras 3 bugs with `MultiWorkerMirroredStrategy` (TF backend).
+
+    tensorflow/tensorflow#72388 ("tf.distribute and keras 3 incompatibility:
+    Invalid reduction dimension 0 for input with 0 dimensions"):
+
+    1. Before `fit`, Keras builds the model symbolically from a first batch that
+       it averages across workers with `strategy.reduce` on the whole `(x, y)`
+       tuple, which the collective strategy cannot do. The caller clears the
+       model's own strategy so that Keras takes it from this scope instead and
+       builds the model when the train step is traced, as without a strategy.
+    2. Keras averages each step's scalar logs across workers with
+       `strategy.reduce("MEAN", v, axis=0)`, which fails on a scalar. Inside
+       this block, scalars are averaged with `axis=None` (a plain all-reduce
+       mean across workers); everything else goes through Keras unchanged.
+
+    Both changes last only for the block.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+    from keras.src import tree
+
+    original = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy_, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+                strategy_):
+            def reduce(v):
+                local = strategy_.experimental_local_results(v)[0]
+                axis = None if getattr(local.shape, "rank", None) == 0 else 0
+                return strategy_.reduce("MEAN", v, axis=axis)
+            return tree.map_structure(reduce, values)
+        return original(values, strategy_, reduction)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        tf_trainer.reduce_per_replica = original
+
+
 def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer, learning_rate,
          weight_decay, schedule, early_stopping, jit, steps_per_execution, state_dir,
          history_path, tensorboard_dir, resuming, backup, verbose,
@@ -879,10 +922,15 @@ def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer
 
     train_ds = _distributable(bundle.train, config["strategy"])
     val_ds = _distributable(bundle.validation, config["strategy"]) if has_validation else None
+    fit_scope = contextlib.nullcontext
+    if config["strategy"] == "multiworker":
+        model._distribute_strategy = None  # see _keras_multiworker_fixes
+        fit_scope = functools.partial(_keras_multiworker_fixes, dist)
     start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-              shuffle=False,  # the pipeline shuffles; Keras would only warn
-              verbose=1 if verbose >= 1 else 0)
+    with fit_scope():
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+                  shuffle=False,  # the pipeline shuffles; Keras would only warn
+                  verbose=1 if verbose >= 1 else 0)
     seconds = time.perf_counter() - start
     initial_epoch = int(getattr(model, "_initial_epoch", 0) or 0)
     epochs_now = max(0, len(history_cb.rows) - len([r for r in previous_rows
@@ -890,8 +938,9 @@ def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer
 
     if best_cb.path.is_file():
         model.load_weights(best_cb.path)
-    test = model.evaluate(_distributable(bundle.test, config["strategy"]), verbose=0,
-                          return_dict=True)
+    with fit_scope():
+        test = model.evaluate(_distributable(bundle.test, config["strategy"]), verbose=0,
+                              return_dict=True)
     rows = history_cb.rows
     metrics = {
         "test_accuracy": float(test["accuracy"]),

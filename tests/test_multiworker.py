@@ -1,0 +1,74 @@
+"""Multi-worker training: two real `kerascnn train --strategy multiworker` processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kerascnn.runs import load_model, read_json, read_yaml
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.slow
+def test_two_workers_train_one_epoch_on_loopback(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(256, 12, 12, 1)).astype("uint8")
+    y = rng.integers(0, 3, size=256)
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+
+    ports = free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "TF_CONFIG": json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": index}})}
+        argv = [sys.executable, "-m", "kerascnn", "train", "--strategy", "multiworker",
+                "--dataset", str(data), "--epochs", "1", "--batch-size", "32",
+                "--conv-blocks", "1", "--filters", "4", "--dense-units", "8",
+                "--output-dir", str(tmp_path / f"worker{index}")]
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, env=env, cwd=tmp_path))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=300)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for proc, output in zip(procs, outputs):
+        assert proc.returncode == 0, output[-3000:]
+        assert "Trained 1 epochs" in output
+
+    # both workers report the same synchronised result; only worker 0 writes the run folder
+    chief = tmp_path / "worker0"
+    assert not (tmp_path / "worker1").exists()
+    assert sorted(p.name for p in chief.iterdir()) == sorted(
+        ["spec.yaml", "config.yaml", "history.csv", "model.keras", "metrics.json",
+         "manifest.json"])
+    assert read_yaml(chief / "config.yaml")["strategy"] == "multiworker"
+    line = [next(l for l in out.splitlines() if l.startswith("test_accuracy")) for out in outputs]
+    assert line[0] == line[1]
+    metrics = read_json(chief / "metrics.json")
+    model = load_model(chief / "model.keras")
+    again = model.evaluate(x[200:], y[200:], verbose=0, return_dict=True)
+    assert again["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
