@@ -329,6 +329,19 @@ class _KerasCNNTuner:
             model.stop_training = True
             self._budget_stopped.add(trial.trial_id)
 
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        # keras-tuner's, with its build_config.json written atomically
+        from keras_tuner.src.engine import tuner_utils
+
+        from kerascnn.distributed import atomic_save_json
+
+        hp = trial.hyperparameters
+        model = self._try_build(hp)
+        results = self.hypermodel.fit(hp, model, *args, **kwargs)
+        atomic_save_json(self._get_build_config_fname(trial.trial_id), model.get_build_config())
+        tuner_utils.validate_trial_results(results, self.oracle.objective, "HyperModel.fit()")
+        return results
+
     def run_trial(self, trial, *args, **kwargs):
         from keras_tuner.src.engine import tuner_utils
 
