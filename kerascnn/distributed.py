@@ -449,8 +449,11 @@ class _PatientStub:
             deadline = time.time() + patience
             while True:
                 try:
-                    return method(request, wait_for_ready=False,
-                                  timeout=max(timeout or 0, 600.0))
+                    response = method(request, wait_for_ready=False,
+                                      timeout=max(timeout or 0, 600.0))
+                    if name == "CreateTrial" and self._idle(response):
+                        time.sleep(1.0)  # keras-tuner asks again at once: don't spin
+                    return response
                 except grpc.RpcError as e:
                     code = e.code() if callable(getattr(e, "code", None)) else None
                     if code not in (grpc.StatusCode.UNAVAILABLE,) or time.time() >= deadline:
@@ -464,6 +467,13 @@ class _PatientStub:
                     time.sleep(1.0)
 
         return call
+
+    @staticmethod
+    def _idle(response) -> bool:
+        from keras_tuner.src.engine import trial as trial_module
+
+        status = trial_module.Trial.from_proto(response.trial).status
+        return status == trial_module.TrialStatus.IDLE
 
     def _stopped(self):
         from keras_tuner.src import protos

@@ -225,6 +225,48 @@ def test_worker_waits_for_its_chief_then_gives_up(caplog):
     assert "waiting for the chief" in caplog.text
 
 
+def test_patient_stub_bounds_every_wait_for_a_lost_chief():
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.engine import hyperparameters as hp_module
+    from keras_tuner.src.engine import trial as trial_module
+
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+    calls = []
+
+    class ChiefGone:
+        def CreateTrial(self, request, wait_for_ready, timeout):
+            calls.append(wait_for_ready)
+            raise Unavailable()
+
+        EndTrial = CreateTrial
+
+    config = DistributedConfig("worker", "127.0.0.1", 1, "w1", chief_timeout=1.0)
+    stub = distributed._PatientStub(ChiefGone(), config, gone_after=1.0)
+    start = time.time()
+    response = stub.CreateTrial(protos.get_service().CreateTrialRequest(tuner_id="w1"),
+                                wait_for_ready=True, timeout=3600)
+    assert trial_module.Trial.from_proto(response.trial).status == "STOPPED"
+    assert stub.chief_gone and len(calls) >= 2 and not any(calls)  # retried, never blocked
+    with pytest.raises(ChiefUnavailableError, match="Lost the chief .* during EndTrial"):
+        stub.EndTrial(protos.get_service().EndTrialRequest(), wait_for_ready=True, timeout=3600)
+    assert time.time() - start < 10
+
+    idle = trial_module.Trial(hp_module.HyperParameters(), trial_id="",
+                              status=trial_module.TrialStatus.IDLE)
+
+    class Busy:
+        def CreateTrial(self, request, wait_for_ready, timeout):
+            return protos.get_service().CreateTrialResponse(trial=idle.to_proto())
+
+    start = time.time()
+    distributed._PatientStub(Busy(), config).CreateTrial(None)
+    assert time.time() - start >= 0.9  # an IDLE answer is not asked again at once
+
+
 def _trial(trial_id, score, status="COMPLETED"):
     return SimpleNamespace(trial_id=trial_id, score=score, status=status)
 
