@@ -991,10 +991,18 @@ def _finish(kt_tuner, best, hypermodel, bundle, project_dir: Path, rows, started
     space = hypermodel.space
     values = space.values_from(best.hyperparameters.values)
     spec = space.spec(values)
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+    import keras
+
+    # The best trial's own checkpoint, into a freshly built model. Not
+    # `kt_tuner.load_model`: Hyperband's version first loads the weights of the
+    # trial a continuation started from, which --keep-checkpoints may have
+    # deleted and which the best checkpoint overwrites anyway.
+    keras.backend.clear_session()
+    gc.collect()
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Skipping variable loading.*")
-        model = kt_tuner.load_model(best)
+        model = hypermodel.build(best.hyperparameters.copy())
+        model.load_weights(kt_tuner._get_checkpoint_fname(best.trial_id))
     evaluation = model.evaluate(bundle.test, verbose=0, return_dict=True)
     test_accuracy = float(evaluation.get("accuracy", evaluation.get("compile_metrics", 0.0)))
     test_loss = float(evaluation["loss"])
