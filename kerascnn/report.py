@@ -57,6 +57,9 @@ class Search:
         rows: list of dict. The leaderboard rows, in the file's order.
         objective: str. The objective's name (e.g. `val_accuracy`).
         direction: str. `"max"` or `"min"`.
+        extra: dict. Other top-level entries of a mapping-shaped leaderboard.
+        fixed: dict. Search-space values fixed in `search.yaml` (not in the
+            rows, since only searched hyperparameters are).
     """
 
     path: Path
@@ -64,6 +67,7 @@ class Search:
     objective: str = "score"
     direction: str = "max"
     extra: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def completed(self) -> list[dict[str, Any]]:
@@ -134,7 +138,24 @@ def load_search(search_dir: str | os.PathLike) -> Search:
                                              for r in rows):
         raise _not_a_search(path, f"{LEADERBOARD} is not a list of trials with a trial_id")
     objective, direction = _objective(path, extra)
-    return Search(path=path, rows=rows, objective=objective, direction=direction, extra=extra)
+    return Search(path=path, rows=rows, objective=objective, direction=direction, extra=extra,
+                  fixed=_fixed_values(path))
+
+
+def _fixed_values(path: Path) -> dict[str, Any]:
+    """Search-space entries `search.yaml` fixes to one value (they are not in the rows)."""
+    if not (path / "search.yaml").is_file():
+        return {}
+    try:
+        from kerascnn.runs import read_yaml
+
+        config = read_yaml(path / "search.yaml") or {}
+    except ValueError:
+        return {}
+    space = config.get("space") if isinstance(config, dict) else None
+    if not isinstance(space, dict):
+        return {}
+    return {k: v for k, v in space.items() if isinstance(v, (int, float, str, bool))}
 
 
 def _objective(path: Path, extra: dict[str, Any]) -> tuple[str, str]:
@@ -218,14 +239,17 @@ def row_values(row: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def depth_values(row: dict[str, Any]) -> dict[str, float | None]:
+def depth_values(row: dict[str, Any], fixed: dict[str, Any] | None = None
+                 ) -> dict[str, float | None]:
     """N, M and K of a leaderboard row, from its active hyperparameters.
 
     N is `convs_per_block` (the mean over blocks when it is chosen per block,
     e.g. `convs_per_block_1`, `convs_per_block_2`); M is `conv_blocks`; K the
     number of dense layers (`dense_layers`, or the length of `dense_units`).
+    Values missing from the row are taken from `fixed` (the search's fixed
+    values) when given.
     """
-    hp = row_values(row)
+    hp = {**(fixed or {}), **row_values(row)}
     values: dict[str, float | None] = {}
     for letter, _, names in DEPTH_AXES:
         value = next((hp[n] for n in names if n in hp), None)
@@ -362,8 +386,10 @@ def plot_score_by_depth(search: Search, *, output=None):
     data: dict[str, Any] = {}
     for ax, (letter, label, _) in zip(axes, DEPTH_AXES):
         groups: dict[float, list[float]] = {}
+        names = DEPTH_AXES[[a[0] for a in DEPTH_AXES].index(letter)][2]
+        is_fixed = not any(n in row_values(r) for r in search.rows for n in names)
         for row in search.completed:
-            value = depth_values(row)[letter]
+            value = depth_values(row, search.fixed)[letter]
             if value is not None:
                 groups.setdefault(value, []).append(float(row["score"]))
         keys = sorted(groups)
@@ -376,13 +402,15 @@ def plot_score_by_depth(search: Search, *, output=None):
             ax.plot(keys, [pick(groups[v]) for v in keys], "-", color="tab:red", alpha=0.8,
                     label="best")
             ax.set_xticks(keys, [f"{v:g}" for v in keys])
+            ax.set_xlim(min(keys) - 0.5, max(keys) + 0.5)
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "not searched", ha="center", va="center",
                     transform=ax.transAxes, color="gray")
             ax.set_xticks([])
         ax.set_xlabel(f"{letter} = {label}")
-        ax.set_title(f"score by {letter}", fontsize=9)
+        ax.set_title(f"score by {letter}" + (" (fixed)" if is_fixed and keys else ""),
+                     fontsize=9)
         ax.grid(alpha=0.3)
         data[letter] = {k: groups[k] for k in keys}
     axes[0].set_ylabel(f"{search.objective} ({search.direction})")

@@ -201,6 +201,23 @@ def test_score_by_depth_groups_by_n_m_k(search_dir):
         {"N": 2.0, "M": None, "K": 2.0}
 
 
+def test_score_by_depth_shows_values_the_search_fixed(tmp_path):
+    """Only searched hyperparameters are in the rows; fixed ones come from search.yaml."""
+    from kerascnn.report import load_search, plot_score_by_depth
+
+    rows = [{k: v for k, v in row.items() if k != "convs_per_block"} for row in make_rows()]
+    (tmp_path / "leaderboard.json").write_text(json.dumps(rows))
+    (tmp_path / "search.yaml").write_text(
+        "tuner: random\nspace:\n  conv_blocks: [1, 2, 3]\n  convs_per_block: 2\n"
+        "  dense_layers: [0, 1, 2]\n")
+    search = load_search(tmp_path)
+    assert search.fixed == {"convs_per_block": 2}
+    plot = plot_score_by_depth(search)
+    assert plot.data["N"] == {2.0: [t[1] for t in TRIALS]}
+    assert [ax.get_title() for ax in plot.figure.axes] == [
+        "score by N (fixed)", "score by M", "score by K"]
+
+
 def test_learning_curves_of_the_best_trials(search_dir):
     from kerascnn.report import load_search, plot_best_learning_curves, trial_history
 
@@ -293,6 +310,9 @@ def test_report_of_a_real_search(runner, tmp_path):
         shown = {c["data-column"]: json.loads(c["data-value"])
                  for c in drawn["cells"] if "data-value" in c}
         assert shown == row
-    assert load_search(project).best(1)[0]["trial_id"] == rows[0]["trial_id"]
+    search = load_search(project)
+    assert search.best(1)[0]["trial_id"] == rows[0]["trial_id"]
+    # search.yaml names no objective: it is found in keras-tuner's trial files
+    assert (search.objective, search.direction) == ("val_accuracy", "max")
     assert "score_vs_cost.png" in parser.images
     del result
