@@ -15,7 +15,8 @@ this module adds to keras-tuner 1.4.8, for the failures its users report:
   the leaderboard and the best model and returns.
 - **Workers do not hang after the chief ends** (#645, #915): a worker whose
   chief is gone while it asks for a trial ends cleanly (exit 0, "no trial
-  left") after a bounded number of retries, instead of waiting an hour.
+  left") after retrying for a minute (a restarted chief is back by then),
+  instead of waiting an hour.
 - **A slow chief start does not kill workers** (#990): a worker started
   before its chief waits for it, bounded by `chief_timeout` (10 minutes by
   default), and says so every few seconds.
@@ -433,7 +434,7 @@ class _PatientStub:
     so a worker never hangs after its chief (keras-tuner #645).
     """
 
-    def __init__(self, stub, config: DistributedConfig, gone_after: float = 30.0):
+    def __init__(self, stub, config: DistributedConfig, gone_after: float = 60.0):
         self._stub = stub
         self._config = config
         self._gone_after = gone_after
@@ -620,7 +621,7 @@ def protected_trials(oracle) -> set[str]:
     return ids
 
 
-def prune_checkpoints(oracle, project_dir: Path, keep: int) -> list[str]:
+def prune_checkpoints(oracle, project_dir: Path, keep: int, final: bool = False) -> list[str]:
     """Delete the weights of every trial but the best `keep` completed ones.
 
     Running trials, and trials that Hyperband may still continue, keep their
@@ -630,6 +631,8 @@ def prune_checkpoints(oracle, project_dir: Path, keep: int) -> list[str]:
         oracle: the keras-tuner oracle (on the chief, or a local search).
         project_dir: the search folder with `trial_*/`.
         keep: int >= 1. How many of the best completed trials keep weights.
+        final: bool. The search is over: Hyperband's open brackets no longer
+            protect their trials. Defaults to `False`.
 
     Returns:
         The ids of the trials whose weights were deleted now.
@@ -641,7 +644,8 @@ def prune_checkpoints(oracle, project_dir: Path, keep: int) -> list[str]:
     completed.sort(key=lambda t: t.score, reverse=reverse)
     keep_ids = {t.trial_id for t in completed[:keep]}
     keep_ids |= {t.trial_id for t in oracle.ongoing_trials.values()}
-    keep_ids |= protected_trials(oracle)
+    if not final:
+        keep_ids |= protected_trials(oracle)
     keep_ids |= {str(t) for t in getattr(oracle, "_retry_queue", [])}
     deleted = []
     for trial_id, trial in oracle.trials.items():

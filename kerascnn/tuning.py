@@ -848,6 +848,10 @@ def tune(
         kt_tuner.search(bundle.train, validation_data=bundle.validation, epochs=epochs,
                         callbacks=callbacks, verbose=1 if verbose and verbose > 0 else 0)
 
+    if not kt_tuner.oracle.ongoing_trials:  # the search is over: keep the best K only
+        from kerascnn.distributed import prune_checkpoints
+
+        prune_checkpoints(kt_tuner.oracle, project_dir, keep_checkpoints, final=True)
     rows = leaderboard_rows(kt_tuner.oracle, search_space)
     write_leaderboard(project_dir, rows)
     stopped = bool(getattr(kt_tuner.oracle, "stopped_by_budget", False)) or any(

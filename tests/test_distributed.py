@@ -290,6 +290,11 @@ def test_prune_keeps_the_best_k_running_and_hyperband_continuations(tmp_path):
     assert kept == ["trial_1", "trial_2", "trial_4", "trial_5"]  # best 2, running, bracket
     assert len(list(tmp_path.glob("trial_*/trial.json"))) == 7  # the leaderboard's source
     assert prune_checkpoints(oracle, tmp_path, keep=2) == []
+    oracle.ongoing_trials = {}
+    trials["4"].status, trials["4"].score = "COMPLETED", 0.3
+    assert prune_checkpoints(oracle, tmp_path, keep=2, final=True) == ["4", "5"]
+    assert sorted(p.parent.name for p in tmp_path.glob("trial_*/checkpoint*")) == [
+        "trial_1", "trial_2"]
 
 
 def test_atomic_save_json_leaves_no_temporary_file(tmp_path):

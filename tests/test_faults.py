@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from test_distributed import SPACE, Procs, all_json_parse, tiny_npz
+from test_distributed import SPACE, Procs, _args, all_json_parse, free_port, tiny_npz
 
 
 def _tune_args(project: str, max_trials: int) -> list[str]:
@@ -62,6 +62,34 @@ def test_kill_and_resume(tmp_path):
     assert not list(project.rglob("*.tmp"))
     manifest = json.loads((project / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["trials"] == 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_chief_restarted_resumes_the_search(tmp_path):
+    tiny_npz(tmp_path / "tiny.npz")
+    port = free_port()
+    project = tmp_path / "runs" / "search"
+    start = time.time()
+    with Procs(tmp_path) as procs:
+        procs.start("chief", *_args("search", port), "--distributed", "chief")
+        procs.start("w1", *_args("search", port), "--distributed", "worker", "--worker-id", "w1")
+        procs.wait_for("chief", "trial 1/4:", timeout=400)
+        procs.kill("chief")  # kill -9
+        all_json_parse(project)
+        procs.start("chief2", *_args("search", port), "--distributed", "chief")
+        for name in ("chief2", "w1"):
+            assert procs.wait(name, 540 - (time.time() - start)) == 0, procs.log(name)
+        log = procs.log("chief2")
+    print(f"kill -9 the chief after 1 trial, restart it, 4 trials: "
+          f"{time.time() - start:.1f}s")
+    assert "Resuming" in log and "Chief: the search is complete (4 trials)" in log
+    rows = json.loads((project / "leaderboard.json").read_text())
+    assert len(rows) == 4 and all(r["status"] == "COMPLETED" for r in rows)
+    oracle = json.loads((project / "oracle.json").read_text())
+    assert len(oracle["end_order"]) == len(set(oracle["end_order"])) == 4
+    assert (project / "best" / "model.keras").is_file()
+    all_json_parse(project)
 
 
 def _poison(monkeypatch, poisoned):
