@@ -474,7 +474,7 @@ def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def format_value(value: Any) -> str:
-    """How a leaderboard value is shown: scores to 4 decimals, counts with separators."""
+    """How a leaderboard value is shown: 4 decimals (0.0 for whole numbers), counts with commas."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -484,8 +484,8 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        if value.is_integer() and abs(value) >= 1000:
-            return f"{int(value):,}"
+        if value.is_integer():
+            return f"{int(value):,}" if abs(value) >= 1000 else f"{value:.1f}"
         return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
     if isinstance(value, (list, tuple)):
         return ", ".join(format_value(v) for v in value)
@@ -601,6 +601,8 @@ def write_report(search_dir: str | os.PathLike, output: str | os.PathLike, *, to
     best_model = search.path / "best" / "model.keras"
     if best_model.is_file():
         summary += f" Best model: {best_model}."
+    fixed = ", ".join(f"{k}={format_value(v)}" for k, v in search.fixed.items())
+    fixed_line = f"Fixed in this search: {fixed}." if fixed else ""
 
     figures_html = "\n".join(
         f'<h2>{html.escape(captions[k])}</h2>\n<img src="{p.name}" alt="{html.escape(captions[k])}">'
@@ -608,12 +610,15 @@ def write_report(search_dir: str | os.PathLike, output: str | os.PathLike, *, to
     page = (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>Search report: {html.escape(name)}</title>\n<style>{_CSS}</style>\n</head>\n"
             f"<body>\n<h1>Search report: {html.escape(name)}</h1>\n"
-            f"<p>{html.escape(summary)}</p>\n<h2>Leaderboard</h2>\n"
+            f"<p>{html.escape(summary)}</p>\n"
+            + (f'<p class="note">{html.escape(fixed_line)}</p>\n' if fixed_line else "")
+            + "<h2>Leaderboard</h2>\n"
             f'<p class="note">Rows as in {LEADERBOARD}; the hyperparameters a trial did not '
             f"use are blank.</p>\n{leaderboard_html(search)}\n{figures_html}\n</body>\n</html>\n")
     figures_md = "\n\n".join(f"## {captions[k]}\n\n![{captions[k]}]({p.name})"
                              for k, p in pictures.items())
-    markdown = (f"# Search report: {name}\n\n{summary}\n\n## Leaderboard\n\n"
+    markdown = (f"# Search report: {name}\n\n{summary}\n\n"
+                + (f"{fixed_line}\n\n" if fixed_line else "") + "## Leaderboard\n\n"
                 f"{leaderboard_markdown(search)}\n\n{figures_md}\n")
     paths = {"html": atomic_write_text(out / "index.html", page),
              "markdown": atomic_write_text(out / "report.md", markdown), **pictures}
