@@ -96,24 +96,33 @@ def compile_model(model, *, optimizer="adam", learning_rate=1e-3, weight_decay=N
 # ---------------------------------------------------------------------------
 
 
+def check_precision(mixed_precision: bool | str | None) -> str:
+    """Validate a `mixed_precision` argument: a policy name, or `"auto"` for `True`."""
+    if mixed_precision in (None, False, "float32", "none", "off"):
+        return "float32"
+    if mixed_precision is True or mixed_precision in ("auto", "on", "true"):
+        return "auto"
+    if mixed_precision in PRECISIONS:
+        return str(mixed_precision)
+    raise ValueError(f"mixed_precision must be a bool or one of {', '.join(PRECISIONS)}. "
+                     f"Received: mixed_precision={mixed_precision!r}")
+
+
 def resolve_precision(mixed_precision: bool | str | None) -> str:
     """The Keras dtype policy name for a `mixed_precision` argument.
 
     `True` picks `mixed_float16` when TensorFlow sees a GPU and
     `mixed_bfloat16` otherwise (CPUs with AVX-512 BF16 or AMX run bfloat16
     matrix multiplies natively; float16 would be emulated). A policy name may
-    also be given.
+    also be given. Under `mixed_float16`, Keras's `compile` wraps the
+    optimizer in a `LossScaleOptimizer`; bfloat16 needs no loss scaling.
     """
-    if mixed_precision in (None, False, "float32", "none", "off"):
-        return "float32"
-    if mixed_precision is True or mixed_precision in ("auto", "on", "true"):
-        import tensorflow as tf
+    policy = check_precision(mixed_precision)
+    if policy != "auto":
+        return policy
+    import tensorflow as tf
 
-        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    if mixed_precision in PRECISIONS:
-        return str(mixed_precision)
-    raise ValueError(f"mixed_precision must be a bool or one of {', '.join(PRECISIONS)}. "
-                     f"Received: mixed_precision={mixed_precision!r}")
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
 @contextlib.contextmanager
@@ -673,7 +682,7 @@ def train(
         weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
         strategy=strategy, steps_per_execution=steps_per_execution, output_dir=output_dir,
         tensorboard=tensorboard, resume=resume, overwrite=overwrite)
-    precision = resolve_precision(mixed_precision)
+    check_precision(mixed_precision)
     tf_config = parse_tf_config() if strategy == "multiworker" else None
     chief = is_chief(tf_config)
     out = Path(output_dir) if output_dir is not None else None
@@ -689,6 +698,7 @@ def train(
 
     # a multi-worker strategy must exist before TensorFlow runs any op
     dist = make_strategy(strategy)
+    precision = resolve_precision(mixed_precision)
 
     import keras
 

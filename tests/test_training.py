@@ -321,21 +321,27 @@ def test_resume_continues_from_the_last_finished_epoch(tiny_npz, tmp_path):
     assert not (out / "checkpoints").exists()
 
 
-def test_mixed_precision_keeps_a_float32_output(tiny_npz):
+def test_mixed_precision_and_jit(tiny_npz):
     import keras
 
-    from kerascnn.training import train
+    from kerascnn.training import resolve_precision, train
 
+    import tensorflow as tf
+
+    expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    assert resolve_precision(True) == expected
+    assert resolve_precision(False) == "float32"
     before = keras.config.dtype_policy().name
     result = train("simple", dataset=tiny_npz, epochs=1, batch_size=32,
-                   mixed_precision="mixed_bfloat16", **TINY_SPEC)
+                   mixed_precision=True, jit=True, **TINY_SPEC)
     model = result.model
-    assert model.get_layer("block1_conv1").dtype_policy.name == "mixed_bfloat16"
-    assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
+    assert model.jit_compile is True and result.config["jit"] is True
+    assert model.get_layer("block1_conv1").dtype_policy.name == expected
+    assert model.get_layer("block1_conv1").compute_dtype == expected.split("_")[1]
     assert keras.backend.standardize_dtype(model.outputs[0].dtype) == "float32"
     assert math.isfinite(result.metrics["test_loss"])
     assert keras.config.dtype_policy().name == before
-    assert result.config["mixed_precision"] == "mixed_bfloat16"
+    assert result.config["mixed_precision"] == expected
 
 
 def test_overwrite_replaces_only_run_files_and_tensorboard_logs(tiny_npz, tmp_path):
