@@ -605,7 +605,8 @@ def write_report(search_dir: str | os.PathLike, output: str | os.PathLike, *, to
     fixed_line = f"Fixed in this search: {fixed}." if fixed else ""
 
     figures_html = "\n".join(
-        f'<h2>{html.escape(captions[k])}</h2>\n<img src="{p.name}" alt="{html.escape(captions[k])}">'
+        f'<h2>{html.escape(captions[k])}</h2>\n'
+        f'<img src="{p.name}" alt="{html.escape(captions[k])}">'
         for k, p in pictures.items())
     page = (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>Search report: {html.escape(name)}</title>\n<style>{_CSS}</style>\n</head>\n"

@@ -1,7 +1,7 @@
 """Make the pictures the README shows: one of each kind, small PNGs under `docs/`.
 
-Trains the `simple` preset (without batch norm) for a few epochs on the bundled Fashion-MNIST sample,
-then draws with the public kerascnn API:
+Trains the `simple` preset (without batch norm) for a few epochs on the bundled
+Fashion-MNIST sample, then draws with the public kerascnn API:
 
     docs/filters.png            first-layer kernels
     docs/feature_maps.png       each block's activations for one test image
