@@ -414,9 +414,10 @@ def wait_for_chief(config: DistributedConfig, *, every: float = 10.0) -> float:
                 grpc.channel_ready_future(channel).result(timeout=min(every, left))
                 break
             except grpc.FutureTimeoutError:
-                announced = True
-                logger.info("Worker %s: waiting for the chief at %s (%.0fs left)...",
-                            config.tuner_id, config.address, max(0.0, deadline - time.time()))
+                if deadline - time.time() > 0.5:
+                    announced = True
+                    logger.info("Worker %s: waiting for the chief at %s (%.0fs left)...",
+                                config.tuner_id, config.address, deadline - time.time())
     finally:
         channel.close()
     waited = time.time() - start
