@@ -590,6 +590,9 @@ def write_report(search_dir: str | os.PathLike, output: str | os.PathLike, *, to
         plot = plot_best_learning_curves(search, top=top, output=out / "learning_curves.png")
         if plot is not None:
             pictures["learning_curves"], captions["learning_curves"] = plot.path, plot.title
+        else:
+            logger.info("No learning curves: the best trials' folders hold no per-epoch "
+                        "history (history.csv or history.json)")
     best = search.best(1)
     name = search.path.name
     summary = (f"{len(search.rows)} trials, {len(search.completed)} completed; "
@@ -603,6 +606,10 @@ def write_report(search_dir: str | os.PathLike, output: str | os.PathLike, *, to
         summary += f" Best model: {best_model}."
     fixed = ", ".join(f"{k}={format_value(v)}" for k, v in search.fixed.items())
     fixed_line = f"Fixed in this search: {fixed}." if fixed else ""
+    if search.completed and "learning_curves" not in pictures:
+        fixed_line += (" No learning curves: the trial folders hold no per-epoch history "
+                       "(history.csv or history.json).")
+        fixed_line = fixed_line.strip()
 
     figures_html = "\n".join(
         f'<h2>{html.escape(captions[k])}</h2>\n'

@@ -440,6 +440,22 @@ def test_cli_bad_inputs_are_one_line_exit_2(runner, quadrant_model, image_file, 
     assert out.read_bytes() == b"keep"
 
 
+def test_signal_models_are_refused_before_drawing(tmp_path):
+    import keras
+
+    from kerascnn import visualize as V
+
+    inputs = keras.Input((64, 2))
+    x = keras.layers.Conv1D(4, 5, name="block1_conv1")(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    with pytest.raises(ValueError, match="2D convolution layer"):
+        V.visualize(model, "filters", tmp_path / "f.png")
+    with pytest.raises(ValueError, match=r"2D images .*Received: input_shape=\(64, 2\)"):
+        V.visualize(model, "gradcam", tmp_path / "g.png", image=np.zeros((64, 2)))
+    assert not list(tmp_path.iterdir())
+
+
 def test_library_input_checks(quadrant_model, tmp_path):
     from kerascnn import visualize as V
 
