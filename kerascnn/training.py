@@ -286,41 +286,65 @@ def _make_callbacks_module():
                 atomic_write_text(self.path, _history_rows_to_csv(self.rows))
 
     class BestCheckpoint(keras.callbacks.Callback):
-        """Saves the weights of the best epoch so far, atomically.
+        """Keeps the weights of the best epoch so far.
 
-        Unlike `keras.callbacks.ModelCheckpoint`, the file is written to a
-        temporary name and renamed, and the best score is kept beside it in
-        `best.json`, so that a resumed run compares against it.
+        In memory, and, given a folder, also as `best.weights.npz` (written to
+        a temporary name and renamed) with the best score in `best.json`, so
+        that a resumed run compares against it and can still restore it.
+        A plain `.npz` of the model's weights is about ten times faster to
+        write than Keras's `.weights.h5` with the optimizer state, which
+        matters when it is written after most epochs.
         """
 
-        def __init__(self, directory: Path, monitor: str = "val_loss"):
+        def __init__(self, directory: Path | None, monitor: str = "val_loss"):
             super().__init__()
-            self.directory = Path(directory)
+            self.directory = Path(directory) if directory is not None else None
             self.monitor = monitor
-            self.path = self.directory / "best.weights.h5"
-            self.info_path = self.directory / "best.json"
             self.best = math.inf
             self.best_epoch: int | None = None
-            if self.info_path.is_file() and self.path.is_file():
-                try:
-                    info = json.loads(self.info_path.read_text())
-                    self.best, self.best_epoch = float(info["best"]), int(info["epoch"])
-                except (ValueError, KeyError, TypeError):
-                    pass
+            self.weights: list | None = None
+            if self.directory is not None:
+                self.path = self.directory / "best.weights.npz"
+                self.info_path = self.directory / "best.json"
+                if self.info_path.is_file() and self.path.is_file():
+                    try:
+                        info = json.loads(self.info_path.read_text())
+                        self.best, self.best_epoch = float(info["best"]), int(info["epoch"])
+                    except (ValueError, KeyError, TypeError):
+                        pass
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get(self.monitor)
             if value is None or not math.isfinite(float(value)) or float(value) >= self.best:
                 return
+            self.weights = self.model.get_weights()
+            self.best, self.best_epoch = float(value), int(epoch)
+            if self.directory is None:
+                return
+            import numpy as np
+
             from kerascnn.runs import write_json
 
             self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / ".best.tmp.weights.h5"
-            self.model.save_weights(tmp, overwrite=True)
+            tmp = self.directory / ".best.weights.npz.tmp"
+            with open(tmp, "wb") as f:
+                np.savez(f, *self.weights)
             os.replace(tmp, self.path)
-            self.best, self.best_epoch = float(value), int(epoch)
             write_json(self.info_path, {"monitor": self.monitor, "best": self.best,
                                         "epoch": self.best_epoch})
+
+        def restore_best(self) -> bool:
+            """Put the best weights back into the model; False if there are none."""
+            weights = self.weights
+            if weights is None and self.directory is not None and self.path.is_file():
+                import numpy as np
+
+                with np.load(self.path, allow_pickle=False) as f:
+                    weights = [f[f"arr_{i}"] for i in range(len(f.files))]
+            if weights is None:
+                return False
+            self.model.set_weights(weights)
+            return True
 
     class EpochLogger(keras.callbacks.Callback):
         """One log line per epoch: `epoch 3/10  loss 0.41  accuracy 0.85 ...`."""
@@ -912,7 +936,7 @@ def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer
     if resuming and history_path is not None and history_path.is_file():
         previous_rows = read_history_csv(history_path)
     history_cb = History(history_path, previous_rows)
-    best_cb = BestCheckpoint(state_dir, monitor=monitor)
+    best_cb = BestCheckpoint(state_dir if backup else None, monitor=monitor)
     nan_cb = NaNGuard()
     callbacks: list = [nan_cb]
     if backup:
@@ -946,8 +970,7 @@ def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer
     epochs_now = max(0, len(history_cb.rows) - len([r for r in previous_rows
                                                     if r["epoch"] < initial_epoch]))
 
-    if best_cb.path.is_file():
-        model.load_weights(best_cb.path)
+    best_cb.restore_best()
     with fit_scope():
         test = model.evaluate(_distributable(bundle.test, config["strategy"]), verbose=0,
                               return_dict=True)
