@@ -784,9 +784,10 @@ def train(
     else:
         scratch = tempfile.TemporaryDirectory(prefix="kerascnn-train-")
         state_dir = Path(scratch.name)
-    logger.info("Training %s: %s parameters, %s on %s (%d train / %d validation images)",
-                "network", f"{analysis.total_params:,}", precision,
-                config["dataset"], bundle.num_train, bundle.num_validation)
+    logger.info("Training a network of %s parameters (%s%s) on %s: %d training, "
+                "%d validation images%s", f"{analysis.total_params:,}", precision,
+                ", XLA" if jit else "", config["dataset"], bundle.num_train,
+                bundle.num_validation, "; resuming" if resuming else "")
 
     try:
         with op_determinism(deterministic), dtype_policy(precision):
@@ -797,7 +798,8 @@ def train(
                 early_stopping=early_stopping, jit=jit,
                 steps_per_execution=steps_per_execution, state_dir=state_dir,
                 history_path=(out / "history.csv") if out is not None and chief else None,
-                tensorboard_dir=(out / "logs") if tensorboard and out is not None else None,
+                tensorboard_dir=(out / "logs") if tensorboard and out is not None and chief
+                else None,
                 resuming=resuming, backup=out is not None, verbose=verbose,
                 extra_callbacks=list(callbacks))
         result.output_dir = out if chief else None
