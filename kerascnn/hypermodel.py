@@ -160,7 +160,8 @@ class Param:
         if self.kind == "fixed":
             return self.value
         if self.kind == "choice":
-            if set(self.values) == {False, True} and len(self.values) == 2:
+            if len(self.values) == 2 and all(isinstance(v, bool) for v in self.values) \
+                    and set(self.values) == {False, True}:
                 return hp.Boolean(name, default=self.values[0])
             return hp.Choice(name, list(self.values), default=self.values[0])
         if self.kind == "int":
