@@ -417,3 +417,48 @@ def test_lr_find_rejects_bad_input(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         lr_find("simple", dataset="no-such-dataset", **kwargs)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_from_the_command_line(tiny_npz, tmp_path):
+    """SIGKILL `kerascnn train` after two epochs; `--resume` finishes the remaining two."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "kerascnn", "train", "--dataset", tiny_npz, "--epochs", "4",
+            "--batch-size", "16", "--early-stopping", "0", "--schedule", "cosine",
+            "--conv-blocks", "1", "--filters", "4", "--dense-units", "8",
+            "--output-dir", str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            history = out / "history.csv"
+            if history.is_file() and len(history.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert not (out / "metrics.json").exists()
+    for name in ("config.yaml", "spec.yaml"):
+        assert read_yaml(out / name)
+    done = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(out / "history.csv", newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+    assert "epoch 1/4" not in done.stderr and "epoch 4/4" in done.stderr
+    assert read_json(out / "manifest.json")["resumed"] is True
+    assert read_json(out / "metrics.json")["epochs_run"] == 4
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["spec.yaml", "config.yaml", "history.csv", "model.keras", "metrics.json",
+         "manifest.json"])
