@@ -247,8 +247,12 @@ def _check_bindable(host: str, port: int) -> None:
                          f"Received: oracle_address={_format_address(host, port)!r}") from None
     family, _, _, _, sockaddr = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # as gRPC binds: a restarted chief may reuse a port that still has
+        # connections in TIME_WAIT; a live listener still refuses the bind
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(sockaddr)
+            sock.listen(1)
         except OSError as e:
             reason = ("the port is in use" if e.errno in (98, 48)
                       else "the host is not an address of this machine" if e.errno in (99, 49)
@@ -316,7 +320,9 @@ def serve(kt_tuner, config: DistributedConfig, *, poll: float = 0.5, grace: floa
     kt_tuner.on_search_begin()  # what search() would do first (kerascnn: quiet oracle)
     kt_tuner.save()  # the chief's tuner file, so a restarted chief resumes (#976)
     servicer = oracle_chief.OracleServicer(oracle)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    # no SO_REUSEPORT: a second chief on the same port must fail, not share it
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                         options=[("grpc.so_reuseport", 0)])
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     try:
         bound = server.add_insecure_port(config.address)
