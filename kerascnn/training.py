@@ -1120,6 +1120,19 @@ def _batches(data, batch_size: int | None):
     return iter(ds.repeat())
 
 
+def _clone(model):
+    """A copy of a Keras model with the same weights, or the model if it cannot be cloned."""
+    import keras
+
+    try:
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        return clone
+    except Exception:  # noqa: BLE001 - subclassed models: train the original, then restore
+        logger.debug("Could not clone %s; its weights are restored after the test.", model.name)
+        return model
+
+
 def lr_find(
     model=None,
     *,
@@ -1149,7 +1162,9 @@ def lr_find(
     Trains for `steps` batches while the rate grows exponentially from
     `start_lr` to `end_lr`, records the loss of each batch, smooths it, and
     stops early once the smoothed loss exceeds `divergence` times its best.
-    The weights of a given model are restored afterwards.
+    A given model is left as it was: the test runs on a clone with the same
+    weights (or, for a model Keras cannot clone, on the model itself, whose
+    weights are restored afterwards).
 
     Args:
         model: a `keras.Model` (compiled or not; a compiled model keeps its
@@ -1213,7 +1228,7 @@ def lr_find(
     keras.utils.set_random_seed(seed)
     is_model = isinstance(model, keras.Model)
     if is_model:
-        net = model
+        net = _clone(model)
         if fields:
             raise ValueError(f"Spec fields apply to a spec, not to a built model. "
                              f"Received: {sorted(fields)}")
@@ -1237,8 +1252,8 @@ def lr_find(
         data = bundle
     batches = _batches(data, batch_size)
 
-    saved_weights = [w.numpy() for w in net.weights] if is_model else None
-    loss = net.loss if is_model and getattr(net, "compiled", False) else None
+    saved_weights = [w.numpy() for w in net.weights] if net is model else None
+    loss = model.loss if is_model and getattr(model, "compiled", False) else None
     opt = make_optimizer(optimizer, float(start_lr), weight_decay=weight_decay)
     if loss is not None:
         net.compile(optimizer=opt, loss=loss)

@@ -376,7 +376,7 @@ def test_suggest_learning_rate_finds_the_steepest_descent():
         suggest_learning_rate([1e-3, 1e-2], [1.0, float("nan")])
 
 
-def test_lr_find_on_a_keras_model_restores_its_weights(tmp_path):
+def test_lr_find_on_a_keras_model_leaves_it_unchanged(tmp_path):
     import keras
     from PIL import Image
 
@@ -387,10 +387,15 @@ def test_lr_find_on_a_keras_model_restores_its_weights(tmp_path):
     y = (x @ rng.normal(size=(8, 3))).argmax(1)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
                               keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    optimizer = model.optimizer
     before = [w.copy() for w in model.get_weights()]
     result = lr_find(model, dataset=(x, y), steps=60, batch_size=32,
                      output=tmp_path / "lr.png")
+    # the model is left as it was
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.optimizer is optimizer
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
     lrs = result.learning_rates
     assert lrs[0] == pytest.approx(1e-7) and all(b > a for a, b in zip(lrs, lrs[1:]))
     assert len(result.losses) == len(lrs) == len(result.smoothed_losses) <= 60
