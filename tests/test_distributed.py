@@ -315,6 +315,20 @@ def test_cli_refuses_bad_distributed_options_before_tensorflow(runner, tmp_path)
     assert not any(tmp_path.iterdir())
 
 
+def test_bad_addresses_are_refused_without_importing_tensorflow(tmp_path):
+    code = ("import sys\nfrom kerascnn.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('exit', e.code, 'tensorflow' in sys.modules, file=sys.stderr)\n")
+    for address in ("127.0.0.1", "[::1:80"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, "tune", "--distributed", "chief", "--oracle-address",
+             address, "--directory", str(tmp_path)],
+            capture_output=True, text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert lines[-1] == "exit 2 False", done.stderr  # refused, TensorFlow never loaded
+        assert address in lines[-2] and len(lines) == 2
+
+
 # ---------------------------------------------------------------------------
 # Real processes (slow)
 # ---------------------------------------------------------------------------
