@@ -89,6 +89,8 @@ def build_cnn(spec: CNNSpec | str | dict | None = None, *,
     return keras.Model(inputs, x, name=name or "kerascnn")
 
 
+BATCH_NORM_MOMENTUM = 0.9
+
 _CONV = {1: "Conv1D", 2: "Conv2D", 3: "Conv3D"}
 _POOL = {"max": {1: "MaxPooling1D", 2: "MaxPooling2D", 3: "MaxPooling3D"},
          "avg": {1: "AveragePooling1D", 2: "AveragePooling2D", 3: "AveragePooling3D"}}
@@ -108,7 +110,10 @@ def _make_layer(keras, info: LayerInfo, spec: CNNSpec):
             dilation_rate=cfg["dilation_rate"], use_bias=cfg["use_bias"],
             activation=cfg["activation"], name=info.name, **dtype)
     if info.kind == "batch_norm":
-        return L.BatchNormalization(name=info.name)
+        # momentum 0.9 (Keras: 0.99) so the moving statistics catch up within the
+        # few hundred steps of a search trial: with 0.99 the simple preset scored
+        # 0.28 validation accuracy after 3 epochs on the sample, with 0.9 0.84.
+        return L.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=info.name)
     if info.kind == "activation":
         return L.Activation(cfg["activation"], name=info.name, **dtype)
     if info.kind in ("max_pool", "avg_pool"):

@@ -117,7 +117,9 @@ class CNNSpec:
         activation: str. Activation after every hidden layer. Defaults to
             `"relu"`.
         batch_norm: bool. BatchNormalization after each convolution (which
-            then has no bias). Defaults to `False`.
+            then has no bias), with momentum 0.9 rather than Keras's 0.99 so
+            that short trainings end with usable moving statistics.
+            Defaults to `False`.
         spatial_dropout: float. Rate of a SpatialDropout layer at the end of
             each block. Defaults to 0.
         pooling: `"max"`, `"avg"`, `"none"` or `"conv"` (a strided
