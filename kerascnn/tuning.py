@@ -401,7 +401,7 @@ def _tuner_classes() -> dict[str, type]:
             "grid": KerasCNNTuner}
 
 
-def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 6,
+def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
                directory: str = ".", project_name: str = "kerascnn", overwrite: bool = False,
                seed: Optional[int] = None, deadline: Optional[float] = None,
                max_failed_trials: int = 3, reporter: Optional[Callable] = None,
@@ -413,7 +413,7 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 6,
         hypermodel: `CNNHyperModel`.
         max_trials: int. The most trials, for every tuner. Defaults to 10.
         epochs: int. Epochs per trial at most (Hyperband's `max_epochs`).
-            Defaults to 6.
+            Defaults to 8.
         directory, project_name, overwrite: as in keras-tuner.
         seed: int. Seed of the oracle. Defaults to `None`.
         deadline: float. `time.time()` after which no trial starts and
@@ -617,8 +617,8 @@ def tune(
     *,
     space: Optional[Mapping[str, Any]] = None,
     tuner: str = "hyperband",
-    max_trials: int = 10,
-    epochs: int = 6,
+    max_trials: int = 8,
+    epochs: int = 8,
     time_budget: Any = None,
     max_params: Optional[int] = None,
     max_macs: Optional[int] = None,
@@ -657,8 +657,8 @@ def tune(
         tuner: str. `"hyperband"`, `"bayesian"`, `"random"` or `"grid"`.
             Defaults to `"hyperband"`.
         max_trials: int. The most trials, every tuner (Hyperband's
-            continuation trials count). Defaults to 10.
-        epochs: int. Epochs per trial at most. Defaults to 6.
+            continuation trials count). Defaults to 8.
+        epochs: int. Epochs per trial at most. Defaults to 8.
         time_budget: seconds or a duration string (`"15m"`). After it no
             trial starts, a running trial stops at the end of its epoch, and
             results are written. Defaults to `None` (no limit).

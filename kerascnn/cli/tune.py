@@ -67,9 +67,9 @@ class NamesParam(click.ParamType):
 @dataset_options
 @click.option("--tuner", type=click.Choice(TUNERS), default="hyperband",
               help="Search algorithm (keras-tuner's).")
-@click.option("--max-trials", type=click.IntRange(min=1), default=10,
+@click.option("--max-trials", type=click.IntRange(min=1), default=8,
               help="Most trials, for every tuner (Hyperband's continuations count).")
-@click.option("--epochs", type=click.IntRange(min=1), default=6,
+@click.option("--epochs", type=click.IntRange(min=1), default=8,
               help="Most epochs per trial (Hyperband's max_epochs).")
 @click.option("--time-budget", type=DURATION, default=None,
               help="Wall-clock limit, e.g. 90s, 15m, 1h30m: then no trial starts, the running "
