@@ -168,9 +168,17 @@ def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
     converted to the model's colour mode and resized to its input size.
     """
     configure_logging(verbose, quiet)
+    from kerascnn.evaluation import find_images
+    from kerascnn.runs import check_model_path
+
+    # a bad model, a missing path, an empty folder or a file that is not an
+    # image is refused before TensorFlow loads the model (seconds)
+    check_model_path(model)
+    files = find_images(list(inputs))
+    _check_image_headers(files)
     from kerascnn.evaluation import predict as run_predict
 
-    result = run_predict(model, list(inputs), top_k=top_k, batch_size=batch_size)
+    result = run_predict(model, [str(f) for f in files], top_k=top_k, batch_size=batch_size)
     rows = result.rows()
     top_k = result.top_k
     if output_format == "json":
@@ -193,6 +201,21 @@ def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
         table.append([r["file"]] + [f"{p['class']} {p['probability']:.3f}"
                                     for p in r["predictions"]])
     click.echo(_table(table))
+
+
+def _check_image_headers(files) -> None:
+    """Each file opens as an image (header only, no decoding)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path in files:
+        try:
+            with Image.open(path):
+                pass
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
+                Image.DecompressionBombError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"Could not read image {str(path)!r}: {reason}. "
+                             f"Received: {str(path)!r}") from None
 
 
 # ---------------------------------------------------------------------------
