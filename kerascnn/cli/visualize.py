@@ -44,6 +44,10 @@ def visualize(model, kind, image, output, class_index, layer, cam_method, overwr
         kerascnn visualize runs/simple --kind learning-curves -o curves.png
     """
     configure_logging(verbose, quiet)
+    if image is not None:  # a file that is not an image: refused before TensorFlow loads
+        from kerascnn.cli.evaluate import _check_image_headers
+
+        _check_image_headers([image])
     from kerascnn.visualize import visualize as draw
 
     if kind == "learning-curves" and (image is not None or class_index is not None):
