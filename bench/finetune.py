@@ -17,6 +17,10 @@ test accuracies and `margin_points` (target: at least 10).
 
     python bench/finetune.py            # the full figure
     python bench/finetune.py --quick    # 1,000 test images, fewer epochs (about a minute)
+
+`--quick` is a smoke test of the script: two epochs are too few for the scratch
+network's BatchNorm statistics to settle, so its margin is not the claim; the
+full run's is.
 """
 
 from __future__ import annotations
