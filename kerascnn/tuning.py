@@ -438,10 +438,11 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
         oracle = oracles[name](max_epochs=epochs, factor=3, hyperband_iterations=10**6,
                                **common)
     elif name == "bayesian":
-        distinct = len({n.rsplit("_", 1)[0] for n, p in hypermodel.space.params.items()
-                        if p.searched})
+        # keras-tuner's default (3 per dimension, counting every per-block copy)
+        # would make a small search purely random
+        searched = sum(p.searched for p in hypermodel.space.params.values())
         oracle = oracles[name](max_trials=max_trials,
-                               num_initial_points=max(3, min(2 * distinct, max_trials // 2)),
+                               num_initial_points=max(3, min(2 * searched, max_trials // 2)),
                                **common)
     else:
         oracle = oracles[name](max_trials=max_trials, **common)
