@@ -167,7 +167,7 @@ def _check_weights(weights: str | None) -> str | None:
         raise ValueError(
             f"Weights file not found; weights must be 'imagenet', 'none' or the path of a "
             f"weights file (.weights.h5 or .h5). Received: weights={str(weights)!r}")
-    return str(path)
+    return str(path.resolve())
 
 
 def _check_image_size(image_size, backbone: Backbone) -> tuple[int, int]:
@@ -813,7 +813,7 @@ def finetune(
         metrics["diverged"] = True
         logger.warning("The loss became NaN and training stopped early; try a lower "
                        "learning rate or fine_tune_lr")
-    logger.info("test accuracy %.4f, test loss %.4f", test_accuracy, test_loss)
+    logger.debug("test accuracy %.4f, test loss %.4f", test_accuracy, test_loss)
 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
