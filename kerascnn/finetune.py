@@ -233,7 +233,7 @@ def parse_unfreeze(unfreeze: int | str) -> tuple[int | None, str]:
 
 _BLOCK_PATTERNS = (
     re.compile(r"^(conv\d+_block\d+)_"),        # resnet, densenet: conv4_block3_...
-    re.compile(r"^(block_?\d+[a-z]?)_"),        # vgg block1_, mobilenet_v2 block_1_, effnet block1a_
+    re.compile(r"^(block_?\d+[a-z]?)_"),        # vgg, mobilenet_v2 block_1_, effnet block1a_
     re.compile(r"^(expanded_conv(?:_\d+)?)_"),  # mobilenet_v2 block 0, mobilenet_v3
     re.compile(r"^(stem|top)_"),                # efficientnet
     re.compile(r"^(mixed\d+)"),                 # inception (approximate: merge layers)
@@ -247,7 +247,7 @@ def _is_batch_norm(layer) -> bool:
 
 
 def _has_weights(layer) -> bool:
-    """Whether a layer has weights that training changes (BatchNorm and Normalization do not count)."""
+    """Whether a layer has weights that training changes (not BatchNorm or Normalization)."""
     import keras
 
     return bool(layer.weights) and not isinstance(

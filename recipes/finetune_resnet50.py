@@ -2,7 +2,7 @@
 Title: Fine-tuning ResNet50 without ruining its BatchNorm statistics
 Author: kerascnn
 Date created: 2026/11/24
-Description: Two-phase transfer learning with ResNet50; the last stage is unfrozen, BatchNorm is not.
+Description: Two-phase transfer learning with ResNet50: the last stage unfrozen, BatchNorm not.
 Accelerator: None (runs on a CPU in a few minutes)
 """
 
@@ -123,9 +123,10 @@ def train_head(model, bundle, epochs: int):
 ## Phase 2: fine-tune the top of the backbone
 
 `unfreeze_backbone(model, "3 blocks")` makes the convolutions of the last
-stage trainable, but none of its BatchNormalization layers. Recompiling is required for the change to take
-effect, and the lower learning rate keeps the pretrained features from being
-destroyed by the first large gradients of the (still imperfect) head.
+stage trainable, but none of its BatchNormalization layers. Recompiling is
+required for the change to take effect, and the lower learning rate keeps the
+pretrained features from being destroyed by the first large gradients of the
+(still imperfect) head.
 """
 
 

@@ -127,9 +127,10 @@ def train_head(model, bundle, epochs: int):
 """
 ## Phase 2: fine-tune the top of the backbone
 
-`unfreeze_backbone(model, "1 block")` makes block 5 trainable. Recompiling is required for the change to take
-effect, and the lower learning rate keeps the pretrained features from being
-destroyed by the first large gradients of the (still imperfect) head.
+`unfreeze_backbone(model, "1 block")` makes block 5 trainable. Recompiling is
+required for the change to take effect, and the lower learning rate keeps the
+pretrained features from being destroyed by the first large gradients of the
+(still imperfect) head.
 """
 
 
