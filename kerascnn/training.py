@@ -942,9 +942,10 @@ def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer
     nan_cb = NaNGuard()
     callbacks: list = [nan_cb]
     if backup:
-        # restores weights, optimizer state and the epoch before anything else runs
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(state_dir / "backup"),
-                                                             delete_checkpoint=False))
+        # restores weights, optimizer state and the epoch before anything else runs; the
+        # previous backup is kept too, so a kill in the middle of writing one is survived
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(
+            str(state_dir / "backup"), double_checkpoint=True, delete_checkpoint=False))
     callbacks += [history_cb, best_cb, *schedule_callbacks]
     early_cb = None
     if early_stopping:
