@@ -97,7 +97,7 @@ def make_dataset(folder: Path, args):
 
 
 def run_pretrained(bundle, args) -> tuple[float, float]:
-    from kerascnn.finetune import finetune
+    from kerascnn.finetuning import finetune
 
     start = time.perf_counter()
     result = finetune("mobilenet_v2", dataset=bundle, weights=str(args.weights),
@@ -111,7 +111,7 @@ def run_pretrained(bundle, args) -> tuple[float, float]:
 def run_scratch(bundle, args) -> tuple[float, float]:
     import keras
 
-    from kerascnn.finetune import build_model
+    from kerascnn.finetuning import build_model
     from kerascnn.training import compile_model
 
     start = time.perf_counter()

@@ -30,8 +30,8 @@ _LAZY = {
     "lr_find": "kerascnn.training",
     "evaluate": "kerascnn.evaluation",
     "predict": "kerascnn.evaluation",
-    "export": "kerascnn.export",
-    "finetune": "kerascnn.finetune",
+    "export": "kerascnn.exporting",
+    "finetune": "kerascnn.finetuning",
     "load_model": "kerascnn.runs",
 }
 

@@ -20,7 +20,7 @@ any dataset named on the command line) in the two phases that fastai's
 2. unfreeze the top blocks of the backbone and train them too, at a learning
    rate ten times lower.
 
-Three Keras pitfalls are handled by `kerascnn.finetune.build_model`:
+Three Keras pitfalls are handled by `kerascnn.finetuning.build_model`:
 
 * **the wrong preprocessing**: MobileNetV2 wants pixels in [-1, 1]; the model
   does that itself, so it takes raw [0, 255] pixels, in training and after saving;
@@ -55,7 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import kerascnn  # noqa: E402
-from kerascnn.finetune import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
+from kerascnn.finetuning import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
 from kerascnn.runs import save_model  # noqa: E402
 from kerascnn.training import compile_model  # noqa: E402
 

@@ -50,7 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import kerascnn  # noqa: E402
-from kerascnn.finetune import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
+from kerascnn.finetuning import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
 from kerascnn.runs import save_model  # noqa: E402
 from kerascnn.training import compile_model  # noqa: E402
 

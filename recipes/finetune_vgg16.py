@@ -21,7 +21,7 @@ by default, or any dataset named on the command line) in two phases:
 
 VGG16 has no BatchNormalization, so the frozen-BatchNorm rule that matters for
 ResNet50 and MobileNetV2 does not come up; the other two pitfalls do, and
-`kerascnn.finetune.build_model` handles them inside the model:
+`kerascnn.finetuning.build_model` handles them inside the model:
 
 * **preprocessing**: VGG16 was trained on BGR images with the ImageNet mean
   subtracted ("caffe" mode); the model converts raw [0, 255] RGB or gray pixels;
@@ -54,7 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import kerascnn  # noqa: E402
-from kerascnn.finetune import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
+from kerascnn.finetuning import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
 from kerascnn.runs import save_model  # noqa: E402
 from kerascnn.training import compile_model  # noqa: E402
 

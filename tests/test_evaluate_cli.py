@@ -187,7 +187,7 @@ def test_export_cli_tflite(runner, model_path, tmp_path):
 def test_export_cli_bad_inputs(runner, model_path, tmp_path, monkeypatch):
     assert "Invalid value for '--format'" in one_error_line(
         runner.invoke(main, ["export", model_path, "--format", "pt", "-o", str(tmp_path / "x")]))
-    import kerascnn.export as ex
+    import kerascnn.exporting as ex
 
     monkeypatch.setattr(ex, "missing_onnx_dependencies", lambda: ["onnxruntime"])
     line = one_error_line(runner.invoke(

@@ -1,4 +1,4 @@
-"""kerascnn.export: every format is checked against Keras; bad inputs are refused."""
+"""kerascnn.exporting: every format is checked against Keras; bad inputs are refused."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from kerascnn.export import ExportVerificationError, export, missing_onnx_dependencies
+from kerascnn.exporting import ExportVerificationError, export, missing_onnx_dependencies
 
 CLASSES = ["a", "b", "c"]
 
@@ -70,7 +70,7 @@ def test_export_saved_model(model_path, tmp_path):
 
 
 def test_export_tflite(model_path, tmp_path):
-    from kerascnn.export import _run_tflite
+    from kerascnn.exporting import _run_tflite
 
     out = tmp_path / "m.tflite"
     result = export(model_path, out, format="tflite")
@@ -98,7 +98,7 @@ def test_export_onnx(model_path, tmp_path):
 
 
 def test_export_onnx_without_extra(model_path, tmp_path, monkeypatch):
-    import kerascnn.export as ex
+    import kerascnn.exporting as ex
 
     monkeypatch.setattr(ex, "missing_onnx_dependencies", lambda: ["tf2onnx"])
     with pytest.raises(ImportError, match=r"pip install 'kerascnn\[onnx\]'"):
@@ -137,7 +137,7 @@ def test_export_overwrite_replaces(model_path, tmp_path):
 
 
 def test_export_disagreement_leaves_nothing(model_path, tmp_path, monkeypatch):
-    import kerascnn.export as ex
+    import kerascnn.exporting as ex
 
     monkeypatch.setitem(ex._RUNNERS, "keras", lambda path, x: np.zeros((len(x), 3)))
     out = tmp_path / "copy.keras"
@@ -149,7 +149,7 @@ def test_export_disagreement_leaves_nothing(model_path, tmp_path, monkeypatch):
 def test_export_mixed_precision_model_as_float32(tmp_path):
     import keras
 
-    from kerascnn.export import _run_tflite
+    from kerascnn.exporting import _run_tflite
 
     inp = keras.Input((10, 10, 1))
     x = keras.layers.Rescaling(1 / 255, dtype="mixed_bfloat16")(inp)

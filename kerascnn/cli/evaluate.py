@@ -256,8 +256,8 @@ def export(model, export_format, output, overwrite, tolerance, verbose, quiet):
         for name in ("absl", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)
-    from kerascnn.export import ExportVerificationError
-    from kerascnn.export import export as run_export
+    from kerascnn.exporting import ExportVerificationError
+    from kerascnn.exporting import export as run_export
 
     try:
         result = run_export(model, output, format=export_format, overwrite=overwrite,

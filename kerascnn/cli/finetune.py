@@ -68,7 +68,7 @@ def finetune(config, backbone, weights, dataset, data_dir, image_size, color_mod
         --weights mobilenet_v2_imagenet_notop.weights.h5 --output-dir runs/ft
     """
     configure_logging(verbose, quiet)
-    from kerascnn.finetune import finetune as run_finetune
+    from kerascnn.finetuning import finetune as run_finetune
 
     unfreeze_value = int(unfreeze) if str(unfreeze).strip().isdigit() else unfreeze
     result = run_finetune(

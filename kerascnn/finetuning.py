@@ -843,20 +843,3 @@ def _history_csv(history: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(history)
     return buffer.getvalue()
-
-
-class _CallableModule(type(logging)):
-    """`kerascnn.finetune` is both this module and its main function.
-
-    Importing a submodule sets it as an attribute of its package, which would
-    hide the lazily exported function of the same name; calling the module
-    calls the function, so `kerascnn.finetune(...)` works in either order.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> FinetuneResult:
-        return finetune(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-
-_sys.modules[__name__].__class__ = _CallableModule
