@@ -219,6 +219,8 @@ def main(argv=None) -> dict:
             "peak_gflops": median([x[2] for x in r]) / 1e9,
             "fraction_of_peak": median([x[1] / x[2] for x in r]),
             "fraction_of_peak_cpu": median([x[3] / x[4] for x in r]),
+            "gflops_per_cpu_s": median([x[3] for x in r]) / 1e9,
+            "peak_gflops_per_cpu_s": median([x[4] for x in r]) / 1e9,
             "spread": spread([x[0] for x in r]),
             "test_accuracy": float(test_acc),
         }
@@ -233,6 +235,8 @@ def main(argv=None) -> dict:
         "float32_images_per_s": f32["images_per_s"],
         "float32_gflops": f32["gflops"],
         "float32_matmul_peak_gflops": f32["peak_gflops"],
+        "float32_gflops_per_cpu_s": f32["gflops_per_cpu_s"],
+        "float32_matmul_peak_gflops_per_cpu_s": f32["peak_gflops_per_cpu_s"],
         "float32_test_accuracy": f32["test_accuracy"],
     }
     if "mixed_bfloat16" in figures:
@@ -254,6 +258,8 @@ def main(argv=None) -> dict:
             "bf16_images_per_s": bf["images_per_s"],
             "bf16_gflops": bf["gflops"],
             "bf16_matmul_peak_gflops": bf["peak_gflops"],
+            "bf16_gflops_per_cpu_s": bf["gflops_per_cpu_s"],
+            "bf16_matmul_peak_gflops_per_cpu_s": bf["peak_gflops_per_cpu_s"],
             "bf16_fraction_of_bf16_peak": bf["fraction_of_peak"],
             "bf16_test_accuracy": bf["test_accuracy"],
             "bf16_matmul_speedup": bf["peak_gflops"] / f32["peak_gflops"],
