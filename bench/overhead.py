@@ -177,6 +177,13 @@ def main() -> None:
 
     import keras
 
+    # one untimed short fit first: the process's one-time costs (kernel selection, thread
+    # pools, tf.function machinery) must not land on whichever configuration runs first
+    warm = compile_plain(plain_keras_simple(bundle.input_shape, bundle.num_classes))
+    warm.fit(bundle.train.take(8), epochs=1, verbose=0)
+    del warm
+    keras.backend.clear_session()
+
     results: dict[str, list[float]] = {name: [] for name in configs}
     cpu_results: dict[str, list[float]] = {name: [] for name in configs}
     names = list(configs)

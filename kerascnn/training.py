@@ -648,7 +648,7 @@ def train(
             Defaults to the bundled Fashion-MNIST sample.
         epochs: int. Maximum number of epochs. Defaults to 10.
         batch_size: int. Global batch size. Defaults to 128 (plain Keras
-            uses 32, which is about twice as slow per image on a CPU).
+            uses 32; `bench/overhead.py` measures the difference).
         optimizer: str. `adam`, `adamw`, `sgd` (Nesterov, momentum 0.9),
             `rmsprop` or `nadam`. Defaults to `"adam"`.
         learning_rate: float. The base rate (the peak rate for
