@@ -361,6 +361,13 @@ class _KerasCNNTuner:
                 raise FailedTrialError(
                     f"diverged: the training loss is {losses[bad[0]]} at epoch {bad[0] + 1} "
                     f"(learning_rate={trial.hyperparameters.values.get('learning_rate')!r})")
+        # per-epoch curves for `kerascnn report` (trial.json keeps only the best epoch)
+        from kerascnn.runs import write_json
+
+        last = getattr(histories[-1] if isinstance(histories, list) else histories,
+                       "history", None) or {}
+        write_json(Path(self.get_trial_dir(trial.trial_id)) / "history.json",
+                   {k: [float(v) for v in vals] for k, vals in last.items()})
         hp = trial.hyperparameters.values
         if "tuner/epochs" in hp:
             planned = hp["tuner/epochs"] - hp.get("tuner/initial_epoch", 0)
@@ -638,6 +645,7 @@ def tune(
     seed: int = 0,
     max_failed_trials: int = 3,
     keep_checkpoints: int = 3,
+    tensorboard: bool = False,
     distributed: Optional[str] = None,
     oracle_address: Optional[str] = None,
     worker_id: Optional[str] = None,
@@ -683,6 +691,8 @@ def tune(
         keep_checkpoints: int. Trials whose weights stay on disk (the best
             ones); the others' are deleted as the search goes, the
             leaderboard keeps every trial. Defaults to 3.
+        tensorboard: bool. Write TensorBoard logs (scalars and the HParams view)
+            to `<directory>/<project_name>/tensorboard`. Defaults to `False`.
         distributed: str. `"chief"` serves the oracle and, when no trial is
             left, writes the results; `"worker"` trains the chief's trials
             and returns a `kerascnn.distributed.WorkerResult`. Defaults to
@@ -840,6 +850,9 @@ def tune(
     callbacks = []
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
+    if tensorboard:
+        # keras-tuner gives each trial its own log folder and adds the HParams callback
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(project_dir / "tensorboard")))
     with warnings.catch_warnings():
         # Keras warns that `shuffle` is ignored for a tf.data.Dataset (ours is
         # shuffled by the pipeline) and about optimizer variables when the

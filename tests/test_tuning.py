@@ -65,12 +65,19 @@ def test_cli_end_to_end_writes_every_file_then_resumes(runner, quadrants, tmp_pa
     from kerascnn.runs import load_model, read_model_metadata
     from kerascnn.spec import CNNSpec
 
-    result = _tune(runner, quadrants, tmp_path, "--tuner", "random", "--max-trials", "2")
+    result = _tune(runner, quadrants, tmp_path, "--tuner", "random", "--max-trials", "2",
+                   "--tensorboard")
     assert result.exit_code == 0, result.output
     project = tmp_path / "runs" / "p"
     for name in FILES:
         assert (project / name).is_file(), name
     assert sorted(p.name for p in project.glob("trial_*")) == ["trial_0", "trial_1"]
+    # per-epoch curves for the report, and one TensorBoard run (with HParams) per trial
+    history = json.loads((project / "trial_0" / "history.json").read_text())
+    assert len(history["val_accuracy"]) == 1 and len(history["loss"]) == 1
+    logs = project / "tensorboard"
+    assert sorted(p.name for p in logs.iterdir()) == ["0", "1"]
+    assert list(logs.rglob("events.out.tfevents.*"))
     assert "Top 2 of the leaderboard" in result.stdout
     assert f"Best model: {project / 'best' / 'model.keras'}" in result.stdout
 

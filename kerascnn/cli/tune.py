@@ -95,6 +95,9 @@ class NamesParam(click.ParamType):
               help="Folder of this search inside --directory (the same name resumes).")
 @click.option("--overwrite", is_flag=True,
               help="Start over: delete the search of the same name, accept a changed space.")
+@click.option("--tensorboard", is_flag=True,
+              help="Write TensorBoard logs (scalars and the HParams view) to "
+                   "DIRECTORY/PROJECT_NAME/tensorboard.")
 @click.option("--keep-checkpoints", type=click.IntRange(min=1), default=3,
               help="Keep the weights of the best K trials, delete the others' as the search "
                    "goes (the leaderboard keeps every trial).")
@@ -115,7 +118,7 @@ class NamesParam(click.ParamType):
 def tune(config, dataset, data_dir, image_size, color_mode, validation_split, batch_size,
          download, tuner, max_trials, epochs, time_budget, max_params, max_macs, patience,
          space, per_block_filters, augmentation, directory, project_name, overwrite,
-         keep_checkpoints, max_failed_trials, distributed, oracle_address, worker_id,
+         tensorboard, keep_checkpoints, max_failed_trials, distributed, oracle_address, worker_id,
          chief_timeout, seed, verbose, quiet):
     """Search CNN architectures (N, M, K, filters, ...) and training settings.
 
@@ -142,7 +145,7 @@ def tune(config, dataset, data_dir, image_size, color_mode, validation_split, ba
             color_mode=color_mode, data_dir=data_dir, download=download,
             per_block_filters=per_block_filters, augmentation=augmentation, directory=directory,
             project_name=project_name, overwrite=overwrite, seed=seed, verbose=verbose,
-            keep_checkpoints=keep_checkpoints, max_failed_trials=max_failed_trials,
+            tensorboard=tensorboard, keep_checkpoints=keep_checkpoints, max_failed_trials=max_failed_trials,
             distributed=distributed, oracle_address=oracle_address, worker_id=worker_id,
             chief_timeout=chief_timeout, command_line=["kerascnn", *sys.argv[1:]])
     except RuntimeError as e:  # no chief, no completed trial: one line, exit 1
