@@ -5,28 +5,35 @@ The reference network is a small VGG-style net built by `kerascnn.build_cnn`
 128-wide dense layer) on 32x32x3 images at batch 128, compiled by
 `kerascnn.training.compile_model` (Adam, kerascnn's defaults). It trains on
 real data: Fashion-MNIST converted to 32x32 RGB (the bundled sample with
-`--quick`, the full set from its idx files otherwise).
+`--quick`; otherwise 20,000 images of the full set, from its idx files).
 
 Training work per image is `analyze(spec).total_macs` x 2 FLOPs per MAC x 3
 (forward, plus backward for the inputs and for the weights). The peak is
 TensorFlow's own `tf.linalg.matmul` of large square float32 and bfloat16
-matrices, timed in the same process just before each epoch, so every figure
-is a ratio of two things measured a few seconds apart (the machine is
-shared; absolute numbers move, ratios much less).
+matrices, timed in the same process just before each chunk of training, so
+every figure is a ratio of two things measured a few seconds apart (the
+machine is shared; absolute numbers move, ratios much less). Each figure is
+also given per CPU-second (`time.process_time()`, all threads), which follows
+the work done rather than the scheduler.
 
 Two copies of the network start from the same weights and see the same
-batches in the same order: one in float32, one under
-`mixed_bfloat16`. Their epochs alternate; the first epoch of each (tracing)
-is not timed. Figures:
+batches in the same order: one in float32, one under `mixed_bfloat16`. They
+train in alternating chunks of `--chunk` steps; the first chunk of each
+(tracing) is not timed. Figures (medians over the timed chunks):
 
 - `fraction_of_peak`: float32 training FLOP/s / float32 matmul peak
-  (median over the timed epochs; target >= 0.6)
-- `bf16_speedup`: mixed_bfloat16 images/s / float32 images/s (target >= 1.4)
+  (target >= 0.6); `fraction_of_peak_cpu` the same per CPU-second
+- `bf16_speedup`: mixed_bfloat16 images/s / float32 images/s of back-to-back
+  chunks (target >= 1.4); `bf16_speedup_cpu` per CPU-second
 - `accuracy_delta`: mixed_bfloat16 test accuracy - float32 test accuracy,
   in points (target: within +-0.5)
 
     python bench/efficiency.py [--quick] [--jit] [--batch-size 128]
-        [--steps-per-execution 1] [--filters 32,64,128] [--epochs N]
+        [--steps-per-execution 1] [--filters 32,64,128] [--steps 480] [--chunk 20]
+        [--no-bf16]
+
+oneDNN is TensorFlow's choice on x86; compare with
+`TF_ENABLE_ONEDNN_OPTS=0 python bench/efficiency.py ...`.
 """
 
 from __future__ import annotations
