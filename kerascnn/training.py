@@ -990,9 +990,16 @@ def _fit(spec, bundle, dist, *, config, image_size, normalize, epochs, optimizer
                                                     if r["epoch"] < initial_epoch]))
 
     best_cb.restore_best()
-    with fit_scope():
-        test = model.evaluate(_distributable(bundle.test, config["strategy"]), verbose=0,
-                              return_dict=True)
+    if config["strategy"] == "multiworker":
+        # Distributed, each worker would score its own shard of the test split and the
+        # shards' accuracies would be averaged; instead every worker scores the whole split
+        # on a local copy with the same weights (no collective op, the same result on all).
+        local = _clone(model)
+        compile_model(local, optimizer=make_optimizer(optimizer, float(learning_rate),
+                                                      weight_decay=weight_decay))
+        local.optimizer.build(local.trainable_variables)  # saved like a trained model's
+        model = local
+    test = model.evaluate(bundle.test, verbose=0, return_dict=True)
     rows = history_cb.rows
     metrics = {
         "test_accuracy": float(test["accuracy"]),
