@@ -1106,7 +1106,8 @@ def plot_lr_find(result: LRFindResult, path: str | os.PathLike, *,
                label=f"minimum / 10: {result.minimum / 10:.2g}")
     finite = [v for v in result.smoothed_losses if math.isfinite(v)]
     if finite:  # keep the divergence from flattening the interesting part
-        low, first = min(finite), finite[0]
+        raw = [v for v in result.losses if math.isfinite(v)]
+        low, first = min(finite + raw), finite[0]
         ax.set_ylim(low - 0.1 * abs(first - low) - 1e-3, first + 0.5 * abs(first - low) + 1e-3)
     ax.set_title(f"{title} (suggested rate {result.suggestion:.2g})")
     ax.set_xlabel("learning rate (log scale)")
