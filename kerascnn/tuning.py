@@ -345,6 +345,8 @@ class _KerasCNNTuner:
     def run_trial(self, trial, *args, **kwargs):
         from keras_tuner.src.engine import tuner_utils
 
+        self._gradient_names = _custom_gradient_names()
+
         if not hasattr(self, "_budget_stopped"):
             self._budget_stopped = set()
         start = time.time()
@@ -388,7 +390,37 @@ class _KerasCNNTuner:
         import keras
 
         keras.backend.clear_session()
+        _drop_custom_gradients(getattr(self, "_gradient_names", None))
         gc.collect()
+
+
+def _custom_gradient_names() -> Optional[set[str]]:
+    """Names in TensorFlow's gradient registry that `tf.custom_gradient` added.
+
+    Keras's TensorFlow optimizer all-reduces gradients through
+    `tf.custom_gradient`, which registers a gradient function each time a train
+    step is traced and never removes it (tensorflow/tensorflow#61791); its
+    closure keeps the traced step alive after `clear_session`, about 12 MiB per
+    trial. `bench/memory.py`: growth from trial 5 to 30 was 1.34 without the
+    clean-up and 1.05 with it.
+    """
+    try:
+        from tensorflow.python.framework import ops
+
+        return {k for k in ops._gradient_registry._registry if k.startswith("CustomGradient-")}
+    except Exception:  # noqa: BLE001 - a private API: if it moves, leak rather than fail
+        return None
+
+
+def _drop_custom_gradients(before: Optional[set[str]]) -> None:
+    """Forget the custom gradients a finished trial registered (its models are gone)."""
+    now = _custom_gradient_names()
+    if before is None or now is None:
+        return
+    from tensorflow.python.framework import ops
+
+    for name in now - before:
+        ops._gradient_registry._registry.pop(name, None)
 
 
 def _tuner_classes() -> dict[str, type]:
