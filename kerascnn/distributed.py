@@ -224,18 +224,9 @@ def resolve(distributed: Optional[str] = None, oracle_address: Optional[str] = N
 def _parse_timeout(value: Any) -> float:
     if value is None:
         return DEFAULT_CHIEF_TIMEOUT
-    if isinstance(value, bool):
-        raise TypeError(f"chief_timeout must be seconds or a duration such as '10m'. "
-                        f"Received: chief_timeout={value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        from kerascnn.tuning import parse_duration
+    from kerascnn.tuning import parse_duration
 
-        seconds = parse_duration(value, "chief_timeout")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"chief_timeout must be positive. Received: chief_timeout={value!r}")
-    return seconds
+    return parse_duration(value, "chief_timeout")
 
 
 def _check_bindable(host: str, port: int) -> None:

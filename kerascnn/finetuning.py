@@ -730,7 +730,7 @@ def finetune(
 
     import keras
 
-    from kerascnn.training import compile_model, make_optimizer
+    from kerascnn.training import _history_rows_to_csv, compile_model, make_optimizer
 
     make_optimizer(optimizer, learning_rate)  # validates the name before any work
     keras.utils.set_random_seed(seed)
@@ -819,7 +819,7 @@ def finetune(
         out.mkdir(parents=True, exist_ok=True)
         runs.write_yaml(out / "spec.yaml", backbone_config)
         runs.write_yaml(out / "config.yaml", config)
-        runs.atomic_write_text(out / "history.csv", _history_csv(history))
+        runs.atomic_write_text(out / "history.csv", _history_rows_to_csv(history))
         runs.save_model(model, out / "model.keras", class_names=bundle.class_names,
                         finetune=backbone_config)
         runs.write_json(out / "metrics.json", metrics)
@@ -830,16 +830,3 @@ def finetune(
     return FinetuneResult(model=model, history=history, metrics=metrics, output_dir=out,
                           config=config)
 
-
-def _history_csv(history: list[dict]) -> str:
-    import csv
-    import io
-
-    keys: list[str] = []
-    for row in history:
-        keys.extend(k for k in row if k not in keys)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()

@@ -50,24 +50,14 @@ class Duration(click.ParamType):
     """A wall-clock duration: `90`, `90s`, `15m`, `1h30m`, `2h`."""
 
     name = "DURATION"
-    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
     def convert(self, value: Any, param, ctx) -> float:
-        if isinstance(value, (int, float)):
-            seconds = float(value)
-        else:
-            text = str(value).strip().lower()
-            if re.fullmatch(r"\d+(\.\d+)?", text):
-                seconds = float(text)
-            elif re.fullmatch(r"(\d+(\.\d+)?[smhd])+", text):
-                seconds = sum(float(n) * self._UNITS[u]
-                              for n, _, u in re.findall(r"(\d+(\.\d+)?)([smhd])", text))
-            else:
-                self.fail(f"expected a duration such as 90s, 15m or 1h30m. Received: {value!r}",
-                          param, ctx)
-        if seconds <= 0:
-            self.fail(f"must be positive. Received: {value!r}", param, ctx)
-        return seconds
+        from kerascnn.tuning import parse_duration
+
+        try:
+            return parse_duration(value, param.name if param is not None else "duration")
+        except (ValueError, TypeError) as e:
+            self.fail(str(e), param, ctx)
 
 
 DURATION = Duration()
