@@ -743,15 +743,10 @@ def train(
     import keras
 
     keras.utils.set_random_seed(seed)
-    bundle, image_size = _load_data(dataset, validation_split=validation_split,
-                                    image_size=image_size, color_mode=color_mode,
-                                    batch_size=batch_size, data_dir=data_dir,
-                                    download=download, seed=seed)
-    from kerascnn.data import network_input_shape
-
-    spec = resolve_spec(spec, input_shape=tuple(network_input_shape(bundle, image_size)),
-                        num_classes=bundle.num_classes, **fields)
-    image_size = _fit_input_shape(spec, bundle, image_size)
+    bundle, spec, image_size = _data_and_spec(
+        spec, fields, dataset, validation_split=validation_split, image_size=image_size,
+        color_mode=color_mode, batch_size=batch_size, data_dir=data_dir, download=download,
+        seed=seed)
     from kerascnn.analysis import analyze
 
     analysis = analyze(spec)  # raises a clear error for a network that cannot exist
@@ -848,6 +843,16 @@ def _remove_run_files(out: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def _data_and_spec(spec, fields, dataset, *, image_size, **data_options):
+    """Load the data, then resolve the spec against its shape and classes."""
+    bundle, image_size = _load_data(dataset, image_size=image_size, **data_options)
+    from kerascnn.data import network_input_shape
+
+    spec = resolve_spec(spec, input_shape=tuple(network_input_shape(bundle, image_size)),
+                        num_classes=bundle.num_classes, **fields)
+    return bundle, spec, _fit_input_shape(spec, bundle, image_size)
 
 
 def _load_data(dataset, *, validation_split, image_size, color_mode, batch_size, data_dir,
@@ -1264,15 +1269,10 @@ def lr_find(
                                     download=download, seed=seed)
         data = dataset
     else:
-        bundle, image_size = _load_data(dataset, validation_split=validation_split,
-                                        image_size=image_size, color_mode=color_mode,
-                                        batch_size=batch_size, data_dir=data_dir,
-                                        download=download, seed=seed)
-        from kerascnn.data import network_input_shape
-
-        spec = resolve_spec(model, input_shape=tuple(network_input_shape(bundle, image_size)),
-                            num_classes=bundle.num_classes, **fields)
-        image_size = _fit_input_shape(spec, bundle, image_size)
+        bundle, spec, image_size = _data_and_spec(
+            model, fields, dataset, validation_split=validation_split, image_size=image_size,
+            color_mode=color_mode, batch_size=batch_size, data_dir=data_dir,
+            download=download, seed=seed)
         net = build_model(spec, bundle, image_size=image_size, normalize=normalize)
         data = bundle
     batches = _batches(data, batch_size)
