@@ -73,6 +73,9 @@ def test_script_quick_ends_with_json(name, tmp_path):
     script = BENCH / f"{name}.py"
     if not script.exists():
         pytest.skip(f"bench/{name}.py is not written yet")
+    weights = BENCH.parent.parent / "shared" / "weights" / "mobilenet_v2_imagenet_notop.weights.h5"
+    if name == "finetune" and not weights.is_file():
+        pytest.skip(f"bench/finetune.py needs the shared ImageNet weights: {weights} is absent")
     proc = subprocess.run([sys.executable, str(script), "--quick"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
