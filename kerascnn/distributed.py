@@ -396,7 +396,14 @@ def wait_for_chief(config: DistributedConfig, *, every: float = 10.0) -> float:
 
     start = time.time()
     deadline = start + config.chief_timeout
-    channel = grpc.insecure_channel(config.address)
+    # gRPC backs off exponentially (up to 2 minutes) between connection attempts;
+    # a worker started long before its chief would then miss a chief that comes
+    # up and finishes in between (seen in CI). Retry at least every second.
+    channel = grpc.insecure_channel(config.address, options=[
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ])
     announced = False
     try:
         while True:
