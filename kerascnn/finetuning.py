@@ -734,19 +734,13 @@ def finetune(
 
     make_optimizer(optimizer, learning_rate)  # validates the name before any work
     keras.utils.set_random_seed(seed)
-    if isinstance(dataset, str):
-        from kerascnn.data import load_dataset
+    from kerascnn.data import as_bundle
 
-        # images of one size keep their raw size (resized inside the model);
-        # a folder of mixed sizes is resized to `size` while loading
-        bundle = load_dataset(dataset, validation_split=validation_split, batch_size=batch_size,
-                              image_size=size, data_dir=data_dir, color_mode=color_mode,
-                              download=download, seed=seed)
-    elif hasattr(dataset, "train") and hasattr(dataset, "num_classes"):
-        bundle = dataset
-    else:
-        raise TypeError(f"dataset must be a dataset name or a DatasetBundle from "
-                        f"kerascnn.load_dataset. Received: {type(dataset).__name__}")
+    # images of one size keep their raw size (resized inside the model);
+    # a folder of mixed sizes is resized to `size` while loading
+    bundle = as_bundle(dataset, validation_split=validation_split, batch_size=batch_size,
+                       image_size=size, data_dir=data_dir, color_mode=color_mode,
+                       download=download, seed=seed)
     if getattr(bundle, "kind", "image") != "image":
         raise ValueError(f"Fine-tuning an ImageNet backbone needs images; this dataset holds "
                          f"{bundle.kind} data of shape {tuple(bundle.input_shape)}. "

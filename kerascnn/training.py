@@ -863,18 +863,11 @@ def _load_data(dataset, *, validation_split, image_size, color_mode, batch_size,
         image_size = tuple(int(v) for v in image_size)
         if len(image_size) == 1:
             image_size = (image_size[0], image_size[0])
-    if isinstance(dataset, (str, os.PathLike)):
-        from kerascnn.data import load_dataset
+    from kerascnn.data import as_bundle
 
-        bundle = load_dataset(str(dataset), validation_split=validation_split,
-                              image_size=image_size, color_mode=color_mode,
-                              batch_size=batch_size or 128, data_dir=data_dir,
-                              download=download, seed=seed)
-    elif hasattr(dataset, "train") and hasattr(dataset, "num_classes"):
-        bundle = dataset
-    else:
-        raise TypeError(f"dataset must be a dataset name or a DatasetBundle from "
-                        f"kerascnn.load_dataset. Received: {type(dataset).__name__}")
+    bundle = as_bundle(dataset, validation_split=validation_split, image_size=image_size,
+                       color_mode=color_mode, batch_size=batch_size or 128, data_dir=data_dir,
+                       download=download, seed=seed)
     return bundle, image_size
 
 

@@ -615,3 +615,17 @@ def test_download_only_when_asked(tmp_path, monkeypatch):
     calls.clear()
     assert load_dataset("mnist", data_dir=data_dir).fingerprint == bundle.fingerprint
     assert calls == []
+
+
+def test_as_bundle_passes_bundles_through_and_loads_names(tmp_path):
+    from kerascnn.data import as_bundle
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "a.npz"
+    np.savez(path, x=rng.integers(0, 255, (60, 8, 8, 1), dtype="uint8"),
+             y=np.repeat(np.arange(3), 20))
+    bundle = as_bundle(path, batch_size=16)  # a PathLike is a source
+    assert bundle.num_classes == 3
+    assert as_bundle(bundle) is bundle
+    with pytest.raises(TypeError, match=r"dataset name or path.*Received: int"):
+        as_bundle(42)

@@ -20,8 +20,8 @@ dataset is loaded.
 from __future__ import annotations
 
 from kerascnn.data.builtin import BUILTINS, list_datasets
-from kerascnn.data.pipeline import DatasetBundle, load_dataset, stratified_split
+from kerascnn.data.pipeline import DatasetBundle, as_bundle, load_dataset, stratified_split
 from kerascnn.data.preprocessing import network_input_shape, preprocessing_layers
 
-__all__ = ["BUILTINS", "DatasetBundle", "list_datasets", "load_dataset", "network_input_shape",
+__all__ = ["BUILTINS", "DatasetBundle", "as_bundle", "list_datasets", "load_dataset", "network_input_shape",
            "preprocessing_layers", "stratified_split"]

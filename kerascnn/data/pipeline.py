@@ -353,3 +353,21 @@ def load_dataset(
                 bundle.num_train, bundle.num_validation, bundle.num_test, raw.input_shape,
                 bundle.num_classes, raw.location)
     return bundle
+
+
+def as_bundle(dataset: Any, **options: Any) -> "DatasetBundle":
+    """`dataset` itself if it is already loaded, else `load_dataset(dataset, **options)`.
+
+    For the functions that accept either a source (a name or a path) or a
+    `DatasetBundle` (`train`, `lr_find`, `finetune`).
+
+    Raises:
+        TypeError: `dataset` is neither.
+    """
+    if isinstance(dataset, (str, os.PathLike)):
+        return load_dataset(str(dataset), **options)
+    if hasattr(dataset, "train") and hasattr(dataset, "num_classes"):
+        return dataset
+    raise TypeError("dataset must be a dataset name or path, or a DatasetBundle from "
+                    f"kerascnn.load_dataset. Received: {type(dataset).__name__}")
+
