@@ -81,12 +81,15 @@ def _from_option(f):
                              "(reads its spec.yaml; DIR, DIR/best or DIR/<project>/best).")(f)
 
 
+def _network_and_data_options(f):
+    """What `train` and `lr-find` share: the network (spec, --from) and the data."""
+    f = click.option("--normalize", is_flag=True,
+                     help="Add a Normalization layer adapted on the training data.")(f)
+    return spec_options(_from_option(dataset_options(f)))
+
+
 @click.command("train")
-@spec_options
-@_from_option
-@dataset_options
-@click.option("--normalize", is_flag=True,
-              help="Add a Normalization layer adapted on the training data.")
+@_network_and_data_options
 @click.option("--epochs", type=click.IntRange(min=1), default=10, help="Maximum epochs.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam")
 @click.option("--learning-rate", "--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True),
@@ -160,11 +163,7 @@ def train(from_dir, normalize, epochs, optimizer, learning_rate, weight_decay, s
 
 
 @click.command("lr-find")
-@spec_options
-@_from_option
-@dataset_options
-@click.option("--normalize", is_flag=True,
-              help="Add a Normalization layer adapted on the training data.")
+@_network_and_data_options
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam")
 @click.option("--start-lr", type=click.FloatRange(min=0, min_open=True), default=1e-7)
 @click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=10.0)
