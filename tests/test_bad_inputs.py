@@ -22,8 +22,6 @@ import pytest
 from kerascnn.cli import main
 
 MATRIX_ROOT = "matrix"
-# nothing here trains: skip conftest's per-test Keras session clearing (~1 s each)
-pytestmark = pytest.mark.nokeras
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:

@@ -118,3 +118,13 @@ def test_resnet18_trainable_weights_in_keras():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="Did you mean 'vgg16'"):
         get_preset("vgg61")
+
+
+def test_shared_tiny_model_trains_on_the_shared_bundle(tiny_spec, tiny_model, tiny_bundle):
+    """The conftest fixtures fit together: raw uint8 batches in, one softmax row per class."""
+    assert tiny_model.input.shape == (None, *tiny_bundle.input_shape)
+    assert tiny_model.output.shape == (None, tiny_bundle.num_classes)
+    assert check_against_keras(tiny_model, analyze(tiny_spec)) == []
+    tiny_model.compile("adam", "sparse_categorical_crossentropy")
+    history = tiny_model.fit(tiny_bundle.train, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -40,21 +40,6 @@ def write_idx_dataset(folder: Path, n_train: int = 120, n_test: int = 40, size: 
     return folder
 
 
-def write_png_folder(root: Path, classes=("cat", "dog", "eel"), per_class: int = 10,
-                     size=(10, 12), mode: str = "RGB") -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    channels = {"RGB": 3, "L": 1}[mode]
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            pixels = rng.integers(0, 256, (*size, channels), dtype=np.uint8)
-            Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode).save(
-                root / c / f"{i:03d}.png")
-    return root
-
-
 def split_y(bundle: DatasetBundle, split: str) -> np.ndarray:
     return np.concatenate([y for _, y in getattr(bundle, split).as_numpy_iterator()])
 
@@ -249,8 +234,8 @@ def test_npz_signals_and_volumes(tmp_path):
 # ---------------------------------------------------------------------------- folders
 
 
-def test_folder_of_pngs(tmp_path):
-    root = write_png_folder(tmp_path / "imgs")
+def test_folder_of_pngs(tmp_path, make_image_folder):
+    root = make_image_folder(tmp_path / "imgs")
     (root / "cat" / "notes.txt").write_text("not an image, ignored")
     bundle = load_dataset(root, validation_split=0.2, batch_size=4)
     assert bundle.class_names == ("cat", "dog", "eel")
@@ -269,17 +254,17 @@ def test_folder_of_pngs(tmp_path):
     assert gray.input_shape == (10, 12, 1)
 
 
-def test_folder_grayscale_detected_and_train_test_layout(tmp_path):
-    write_png_folder(tmp_path / "d" / "train", classes=("a", "b"), per_class=6, mode="L")
-    write_png_folder(tmp_path / "d" / "test", classes=("a", "b"), per_class=3, mode="L")
+def test_folder_grayscale_detected_and_train_test_layout(tmp_path, make_image_folder):
+    make_image_folder(tmp_path / "d" / "train", classes=("a", "b"), per_class=6, mode="L")
+    make_image_folder(tmp_path / "d" / "test", classes=("a", "b"), per_class=3, mode="L")
     bundle = load_dataset(tmp_path / "d", validation_split=0.5)
     assert bundle.input_shape == (10, 12, 1)
     assert (bundle.num_train, bundle.num_validation, bundle.num_test) == (6, 6, 6)
 
 
-def test_folder_mixed_sizes_need_image_size(tmp_path):
-    root = write_png_folder(tmp_path / "m", classes=("a", "b"), per_class=4)
-    write_png_folder(root, classes=("b",), per_class=2, size=(20, 16))  # overwrites 2 of b
+def test_folder_mixed_sizes_need_image_size(tmp_path, make_image_folder):
+    root = make_image_folder(tmp_path / "m", classes=("a", "b"), per_class=4)
+    make_image_folder(root, classes=("b",), per_class=2, size=(20, 16))  # overwrites 2 of b
     with pytest.raises(ValueError, match=r"have 2 different sizes .*pass image_size"):
         load_dataset(root)
     bundle = load_dataset(root, image_size=(9, 9), validation_split=0.0)
@@ -289,19 +274,19 @@ def test_folder_mixed_sizes_need_image_size(tmp_path):
     assert "resizing" not in [layer.name for layer in preprocessing_layers(bundle)]
 
 
-def test_folder_bad_inputs(tmp_path):
+def test_folder_bad_inputs(tmp_path, make_image_folder):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="has no class subfolders"):
         load_dataset(empty)
     loose = tmp_path / "loose"
-    write_png_folder(loose, classes=("x",), per_class=2)
+    make_image_folder(loose, classes=("x",), per_class=2)
     for p in (loose / "x").iterdir():
         p.rename(loose / p.name)
     (loose / "x").rmdir()
     with pytest.raises(ValueError, match="holds 2 images directly: move them into one subfolder"):
         load_dataset(loose)
-    root = write_png_folder(tmp_path / "r", classes=("a", "b"), per_class=3)
+    root = make_image_folder(tmp_path / "r", classes=("a", "b"), per_class=3)
     (root / "c").mkdir()
     (root / "c" / "readme.md").write_text("x")
     with pytest.raises(ValueError, match=r"class folder '.*/c' holds no images"):
@@ -311,7 +296,7 @@ def test_folder_bad_inputs(tmp_path):
     (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
     with pytest.raises(ValueError, match=r"Cannot read the image '.*b/broken.png'"):
         load_dataset(root)
-    one = write_png_folder(tmp_path / "one", classes=("a",), per_class=3)
+    one = make_image_folder(tmp_path / "one", classes=("a",), per_class=3)
     with pytest.raises(ValueError, match="at least 2 class subfolders"):
         load_dataset(one)
 
@@ -617,15 +602,29 @@ def test_download_only_when_asked(tmp_path, monkeypatch):
     assert calls == []
 
 
-def test_as_bundle_passes_bundles_through_and_loads_names(tmp_path):
+def test_as_bundle_passes_bundles_through_and_loads_names(gray_npz, tiny_bundle):
     from kerascnn.data import as_bundle
 
-    rng = np.random.default_rng(0)
-    path = tmp_path / "a.npz"
-    np.savez(path, x=rng.integers(0, 255, (60, 8, 8, 1), dtype="uint8"),
-             y=np.repeat(np.arange(3), 20))
-    bundle = as_bundle(path, batch_size=16)  # a PathLike is a source
-    assert bundle.num_classes == 3
-    assert as_bundle(bundle) is bundle
+    bundle = as_bundle(gray_npz, batch_size=16)  # a PathLike is a source
+    assert bundle.num_classes == 4 and bundle.input_shape == (28, 28, 1)
+    assert bundle.fingerprint == load_dataset(str(gray_npz)).fingerprint
+    assert as_bundle(tiny_bundle) is tiny_bundle
     with pytest.raises(TypeError, match=r"dataset name or path.*Received: int"):
         as_bundle(42)
+
+
+def test_shared_fixtures_load(gray_npz, rgb_npz, quadrant_npz, sample_npz, png_folder):
+    """The conftest data every test file shares loads as described there."""
+    expected = [(gray_npz, (28, 28, 1), 4, 160, 40), (rgb_npz, (16, 16, 3), 3, 90, 30),
+                (quadrant_npz, (12, 12, 1), 3, 240, 60), (sample_npz, (28, 28, 1), 10, 360, 100),
+                (png_folder, (10, 12, 3), 3, 24, 6)]
+    for source, shape, classes, n_train, n_test in expected:
+        bundle = load_dataset(source, validation_split=0.0)
+        assert (bundle.input_shape, bundle.num_classes) == (shape, classes), source
+        assert (bundle.num_train, bundle.num_test) == (n_train, n_test), source
+    assert load_dataset(quadrant_npz).class_names == ("top_left", "top_right", "bottom_left")
+    # the quadrant images are learnable: the bright quadrant is the class
+    x, y = load_dataset(quadrant_npz).arrays("test")
+    quadrants = np.stack([x[:, :6, :6].mean((1, 2, 3)), x[:, :6, 6:].mean((1, 2, 3)),
+                          x[:, 6:, :6].mean((1, 2, 3))], axis=1)
+    assert np.array_equal(quadrants.argmax(axis=1), y)
