@@ -25,13 +25,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from kerascnn.images import COLOR_MODES, IMAGE_EXTENSIONS, find_images, load_image  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                    ".pgm")
 _EPSILON = 1e-7  # keras.backend.epsilon(): what Keras clips probabilities to
-_COLOR_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 # ---------------------------------------------------------------------------
@@ -423,79 +422,6 @@ def evaluate(
 # ---------------------------------------------------------------------------
 
 
-def find_images(paths: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
-    """Image files named by `paths`: files as given, folders searched recursively.
-
-    Inside folders only files with an image extension are taken
-    (`IMAGE_EXTENSIONS`), in sorted order; a file named directly is always
-    taken.
-
-    Raises:
-        ValueError: a path that does not exist, or no image at all.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = list(paths)
-    if not paths:
-        raise ValueError("Name at least one image file or folder. Received: no paths")
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            images = sorted(f for f in p.rglob("*")
-                            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            if not images:
-                raise ValueError(
-                    f"Folder {str(p)!r} holds no images; allowed extensions: "
-                    f"{', '.join(IMAGE_EXTENSIONS)}. Received: {str(p)!r}")
-            found.extend(images)
-        elif p.is_file():
-            found.append(p)
-        else:
-            raise ValueError(f"Image file or folder not found. Received: {str(p)!r}")
-    return found
-
-
-def load_image(path: str | os.PathLike, size: tuple[int | None, int | None],
-               channels: int) -> np.ndarray:
-    """Decode one image as uint8 (height, width, channels), resized to `size`.
-
-    Colour is converted the way `tf.io.decode_image` does for the same number of
-    channels (grayscale uses ITU-R 601-2 luma); resizing is bilinear. A `None`
-    in `size` keeps the image's own height or width.
-
-    Raises:
-        ValueError: the file cannot be decoded as an image (the file is named).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    mode = _COLOR_MODES.get(channels)
-    if mode is None:
-        raise ValueError(f"Images can be given to models with 1, 3 or 4 channels. "
-                         f"Received: channels={channels}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode != mode:
-                if img.mode in ("I;16", "I;16B", "I") and mode == "L":
-                    arr = np.asarray(img, dtype=np.float64)
-                    top = 65535.0 if arr.max() > 255 else 255.0
-                    img = Image.fromarray((arr * 255.0 / top).round().astype(np.uint8), "L")
-                else:
-                    img = img.convert(mode)
-            h, w = size
-            target = (w or img.width, h or img.height)
-            if (img.width, img.height) != target:
-                img = img.resize(target, Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
-            Image.DecompressionBombError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"Could not read image {str(path)!r}: {reason}. "
-                         f"Received: {str(path)!r}") from None
-    return arr.reshape(arr.shape[0], arr.shape[1], channels)
-
-
 @dataclasses.dataclass
 class PredictionResult:
     """Class probabilities for a list of images.
@@ -610,7 +536,7 @@ def predict(
 
     files = find_images(inputs)
     size, channels = (input_shape[0], input_shape[1]), input_shape[2]
-    if channels not in _COLOR_MODES:
+    if channels not in COLOR_MODES:
         raise ValueError(f"Images can be given to models with 1, 3 or 4 channels. "
                          f"Received: model input shape {input_shape}")
     fixed_size = None not in size

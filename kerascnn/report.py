@@ -35,6 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+from kerascnn.plotting import Plot, figure, finish
+
 logger = logging.getLogger(__name__)
 
 LEADERBOARD = "leaderboard.json"
@@ -321,16 +326,14 @@ def trial_history(search: Search, trial_id: str) -> dict[str, list[tuple[int, fl
 # ---------------------------------------------------------------------------
 
 
-def plot_score_vs_cost(search: Search, *, output=None):
+def plot_score_vs_cost(search: Search, *, output=None) -> Plot:
     """Score against parameters and against MACs, Pareto fronts marked.
 
     Returns:
-        A `kerascnn.visualize.Plot`; `data` maps `params` and `macs` to
+        A `kerascnn.plotting.Plot`; `data` maps `params` and `macs` to
         `{"trial_ids": [...], "front": [trial ids on the front]}`.
     """
-    from kerascnn.visualize import _figure, _finish
-
-    fig = _figure(8.4, 3.6)
+    fig = figure(8.4, 3.6)
     axes = fig.subplots(1, 2, sharey=True)
     data: dict[str, Any] = {}
     best = search.best(1)
@@ -348,8 +351,6 @@ def plot_score_vs_cost(search: Search, *, output=None):
                 ax.scatter([b[key]], [b["score"]], marker="*", s=180, color="gold",
                            edgecolor="black", zorder=5, label="best")
         if xs and max(xs) / max(min(xs), 1) > 5:
-            from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
-
             ax.set_xscale("log")
             # 1-2-5 ticks written 20k, 50k, 100k: readable over one or two decades
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -364,10 +365,10 @@ def plot_score_vs_cost(search: Search, *, output=None):
     axes[0].legend(fontsize=7, loc="lower right")
     title = f"Score against size: {len(search.completed)} completed trials"
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, title, data, output)
+    return finish(fig, title, data, output)
 
 
-def plot_score_by_depth(search: Search, *, output=None):
+def plot_score_by_depth(search: Search, *, output=None) -> Plot:
     """Score by N (convs per block), M (conv blocks) and K (dense layers).
 
     Each panel shows every completed trial as a dot (slightly jittered) and
@@ -376,11 +377,7 @@ def plot_score_by_depth(search: Search, *, output=None):
     Returns:
         A `Plot`; `data[letter]` is `{value: [scores]}`.
     """
-    import numpy as np
-
-    from kerascnn.visualize import _figure, _finish
-
-    fig = _figure(9.0, 3.3)
+    fig = figure(9.0, 3.3)
     axes = fig.subplots(1, 3, sharey=True)
     rng = np.random.default_rng(0)
     data: dict[str, Any] = {}
@@ -416,18 +413,16 @@ def plot_score_by_depth(search: Search, *, output=None):
     axes[0].set_ylabel(f"{search.objective} ({search.direction})")
     title = "Score by depth: N convs per block, M blocks, K dense layers"
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, title, data, output)
+    return finish(fig, title, data, output)
 
 
-def plot_best_learning_curves(search: Search, *, top: int = 5, output=None):
+def plot_best_learning_curves(search: Search, *, top: int = 5, output=None) -> Plot | None:
     """Per-epoch objective and loss of the best `top` trials.
 
     Returns:
         A `Plot` (or `None` when no trial file holds a history); `data`
         maps each trial id to its history.
     """
-    from kerascnn.visualize import _figure, _finish
-
     histories = {}
     for row in search.best(top):
         history = trial_history(search, str(row["trial_id"]))
@@ -439,7 +434,7 @@ def plot_best_learning_curves(search: Search, *, top: int = 5, output=None):
     loss = "val_loss" if any("val_loss" in h for h in histories.values()) else "loss"
     panels = [objective] if objective != loss else []
     panels.append(loss)
-    fig = _figure(4.2 * len(panels), 3.4)
+    fig = figure(4.2 * len(panels), 3.4)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, metric in zip(axes, panels):
         for trial_id, history in histories.items():
@@ -454,7 +449,7 @@ def plot_best_learning_curves(search: Search, *, top: int = 5, output=None):
         ax.legend(fontsize=7)
     title = f"Learning curves of the best {len(histories)} trials"
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, title, histories, output)
+    return finish(fig, title, histories, output)
 
 
 # ---------------------------------------------------------------------------

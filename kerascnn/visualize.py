@@ -33,39 +33,23 @@ import logging
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from kerascnn.images import load_image
+from kerascnn.plotting import (DPI, PICTURE_SUFFIXES, Plot, check_output_path,  # noqa: F401
+                               figure, finish, save_figure)
 
 logger = logging.getLogger(__name__)
 
 CAM_METHODS = ("hirescam", "gradcam")
 KINDS = ("filters", "feature-maps", "gradcam", "saliency", "learning-curves")
 IMAGE_KINDS = ("feature-maps", "gradcam", "saliency")
-PICTURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 # history.csv columns that are bookkeeping, not metrics to draw
 NOT_METRICS = ("seconds", "time", "duration", "wall_time", "epoch_seconds")
 MAX_FILTERS = 64
 MAX_CHANNELS_PER_BLOCK = 16
-DPI = 100
-
-
-@dataclass
-class Plot:
-    """A drawn figure and the numbers it shows.
-
-    Attributes:
-        figure: the `matplotlib.figure.Figure`.
-        title: str. The figure's title.
-        data: dict. The values drawn (arrays, counts, annotations), for checks.
-        path: `Path` or `None`. Where the figure was saved, if it was.
-    """
-
-    figure: Any
-    title: str
-    data: dict = field(default_factory=dict)
-    path: Path | None = None
 
 
 @dataclass
@@ -165,61 +149,13 @@ def check_class_index(model, class_index: int | None) -> int | None:
     return class_index
 
 
-def load_image(path: str | os.PathLike, input_shape: Sequence[int | None]):
-    """Read an image file as the model takes it: resized, gray/RGB converted, raw pixels.
-
-    Args:
-        path: str. An image file Pillow can read (PNG, JPEG, BMP, GIF, ...).
-        input_shape: `(height, width, channels)` of the model's input;
-            `None` height/width keep the image's own size.
-
-    Returns:
-        float32 array `(height, width, channels)` with pixel values 0..255.
-
-    Raises:
-        ValueError: the file does not exist or is not a readable image, or
-            the model takes a number of channels other than 1, 3 or 4.
-    """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Image file not found. Received: image={str(path)!r}")
-    height, width, channels = input_shape
-    try:  # one decoder for `predict` and pictures, where the evaluate module has it
-        from kerascnn.evaluation import load_image as decode
-    except ImportError:
-        decode = None
-    if decode is not None:
-        return decode(path, (height, width), channels).astype("float32")
-    modes = {1: "L", 3: "RGB", 4: "RGBA"}
-    if channels not in modes:
-        raise ValueError(f"Images can be fed to models with 1, 3 or 4 input channels. "
-                         f"Received: channels={channels}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert(modes[channels])
-            if height is not None and width is not None and img.size != (width, height):
-                img = img.resize((int(width), int(height)), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype="float32")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"Could not read the image ({first}). Received: image={str(path)!r}") \
-            from None
-    if array.ndim == 2:
-        array = array[..., None]
-    return array
-
-
 def as_image(image, model):
     """A single image `(height, width, channels)` for `model` from a path or an array."""
     import numpy as np
 
     shape = image_input_shape(model)
     if isinstance(image, (str, os.PathLike)):
-        return load_image(image, shape)
+        return load_image(image, shape[:2], shape[2], dtype="float32")
     array = np.asarray(image, dtype="float32")
     if array.ndim == 4 and array.shape[0] == 1:
         array = array[0]
@@ -657,52 +593,9 @@ def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
 # ---------------------------------------------------------------------------
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
 def check_output(output: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Validate a picture's output path (suffix, existing file) before any work."""
-    output = Path(output)
-    if output.suffix.lower() not in PICTURE_SUFFIXES:
-        raise ValueError(f"The output must be a picture file ending in "
-                         f"{', '.join(PICTURE_SUFFIXES)}. Received: output={str(output)!r}")
-    if output.is_dir():
-        raise ValueError(f"The output is a folder; give a file name. "
-                         f"Received: output={str(output)!r}")
-    if output.exists() and not overwrite:
-        raise ValueError(f"The output file already exists; pass --overwrite to replace it. "
-                         f"Received: output={str(output)!r}")
-    return output
-
-
-def save_figure(figure, output: str | os.PathLike) -> Path:
-    """Save a figure atomically (temporary file in the same folder, then rename)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=output.suffix, dir=output.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=DPI, format=output.suffix.lstrip(".").replace("jpg", "jpeg"))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a picture is for sharing
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    logger.info("Wrote %s", output)
-    return output
-
-
-def _finish(figure, title: str, data: dict, output) -> Plot:
-    plot = Plot(figure=figure, title=title, data=data)
-    if output is not None:
-        plot.path = save_figure(figure, output)
-    return plot
+    """Validate a picture's output path (suffix, existing file, folder) before any work."""
+    return check_output_path(output, overwrite=overwrite)
 
 
 def _grid(n: int, max_columns: int = 8) -> tuple[int, int]:
@@ -745,7 +638,7 @@ def plot_filters(model, *, layer: str | None = None, output: str | os.PathLike |
     kh, kw, cin, cout = kernel.shape
     shown = list(range(min(cout, max_filters)))
     rows, cols = _grid(len(shown))
-    fig = _figure(max(3.2, 0.8 * cols + 0.9), 0.8 * rows + 0.9)
+    fig = figure(max(3.2, 0.8 * cols + 0.9), 0.8 * rows + 0.9)
     axes = fig.subplots(rows, cols, squeeze=False)
     color = cin == 3
     gray = kernel.mean(axis=2)
@@ -773,7 +666,7 @@ def plot_filters(model, *, layer: str | None = None, output: str | os.PathLike |
         bar = fig.colorbar(image, ax=axes, shrink=0.8, pad=0.02)
         bar.set_label("weight", fontsize=7)
         bar.ax.tick_params(labelsize=6)
-    return _finish(fig, title, {"layer": name, "kernel": kernel, "shown": shown}, output)
+    return finish(fig, title, {"layer": name, "kernel": kernel, "shown": shown}, output)
 
 
 def plot_feature_maps(model, image, *, output: str | os.PathLike | None = None,
@@ -795,7 +688,7 @@ def plot_feature_maps(model, image, *, output: str | os.PathLike | None = None,
     per_row = min(8, max_channels)
     rows_per_block = [math.ceil(min(m.shape[-1], max_channels) / per_row) for _, _, m in maps]
     total_rows = 1 + sum(rows_per_block)
-    fig = _figure(1.05 * per_row + 0.4, 1.15 * total_rows + 0.8)
+    fig = figure(1.05 * per_row + 0.4, 1.15 * total_rows + 0.8)
     subfigs = fig.subfigures(len(maps) + 1, 1, height_ratios=[1] + rows_per_block, hspace=0.02)
     ax = subfigs[0].subplots(1, 1)
     _show_image(ax, x)
@@ -820,7 +713,7 @@ def plot_feature_maps(model, image, *, output: str | os.PathLike | None = None,
                        "channels": channels})
     title = f"Feature maps of {model.name} for one image"
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, title, {"blocks": blocks, "activations": [m for _, _, m in maps]},
+    return finish(fig, title, {"blocks": blocks, "activations": [m for _, _, m in maps]},
                    output)
 
 
@@ -835,7 +728,7 @@ def plot_gradcam(model, image, class_index: int | None = None, *, layer: str | N
     x = as_image(image, model)
     cam = gradcam(model, x, class_index, layer=layer, method=method)
     names = class_names_of(model)
-    fig = _figure(6.0, 3.3)
+    fig = figure(6.0, 3.3)
     left, right = fig.subplots(1, 2)
     _show_image(left, x)
     left.set_title(f"input (predicted: {names[cam.predicted]})", fontsize=8)
@@ -849,7 +742,7 @@ def plot_gradcam(model, image, class_index: int | None = None, *, layer: str | N
     title = (f"{'HiResCAM' if method == 'hirescam' else 'Grad-CAM'} for class "
              f"{names[cam.class_index]!r} (p = {cam.probability:.2f})")
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, title, {"gradcam": cam}, output)
+    return finish(fig, title, {"gradcam": cam}, output)
 
 
 def plot_saliency(model, image, class_index: int | None = None, *,
@@ -863,7 +756,7 @@ def plot_saliency(model, image, class_index: int | None = None, *,
     x = as_image(image, model)
     smap, chosen = saliency(model, x, class_index)
     names = class_names_of(model)
-    fig = _figure(6.0, 3.3)
+    fig = figure(6.0, 3.3)
     left, right = fig.subplots(1, 2)
     _show_image(left, x)
     left.set_title("input", fontsize=8)
@@ -876,7 +769,7 @@ def plot_saliency(model, image, class_index: int | None = None, *,
     bar.ax.tick_params(labelsize=6)
     title = f"Saliency for class {names[chosen]!r}"
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, title, {"saliency": smap, "class_index": chosen}, output)
+    return finish(fig, title, {"saliency": smap, "class_index": chosen}, output)
 
 
 def plot_learning_curves(history: str | os.PathLike | Mapping[str, Sequence[float]], *,
@@ -911,7 +804,7 @@ def plot_learning_curves(history: str | os.PathLike | Mapping[str, Sequence[floa
                          f"Received: columns={sorted(history)}")
     ordered = sorted(bases, key=lambda k: (k != "loss", k))
     panels = len(ordered) + (1 if lr is not None and len(set(lr)) > 1 else 0)
-    fig = _figure(3.3 * panels, 3.0)
+    fig = figure(3.3 * panels, 3.0)
     axes = fig.subplots(1, panels, squeeze=False)[0]
     data: dict[str, Any] = {"epochs": epochs}
     for ax, base in zip(axes, ordered):
@@ -944,7 +837,7 @@ def plot_learning_curves(history: str | os.PathLike | Mapping[str, Sequence[floa
         data["learning_rate"] = {"learning_rate": lr}
     title = title or "Learning curves"
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, title, data, output)
+    return finish(fig, title, data, output)
 
 
 def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, *,
@@ -979,7 +872,7 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, *,
     rows = counts.sum(axis=1, keepdims=True)
     fraction = np.divide(counts, rows, out=np.zeros(counts.shape, "float64"), where=rows > 0)
     size = min(12.0, max(4.0, 0.45 * n + 2.3))
-    fig = _figure(size + 0.8, size)
+    fig = figure(size + 0.8, size)
     ax = fig.subplots(1, 1)
     shown = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
     fontsize = 8 if n <= 12 else 6
@@ -1001,7 +894,7 @@ def plot_confusion_matrix(matrix, class_names: Sequence[str] | None = None, *,
     ax.set_title(title, fontsize=10)
     texts = [t.get_text() for t in ax.texts]
     annotations = [texts[i * n:(i + 1) * n] for i in range(n)]
-    return _finish(fig, title, {"counts": counts.tolist(), "annotations": annotations,
+    return finish(fig, title, {"counts": counts.tolist(), "annotations": annotations,
                                 "class_names": names}, output)
 
 
@@ -1048,7 +941,7 @@ def plot_top_losses(images, y_true, y_pred, losses, *, class_names: Sequence[str
         return names[int(c)] if names is not None and 0 <= int(c) < len(names) else str(int(c))
 
     rows, cols = _grid(len(indices), max_columns=5)
-    fig = _figure(1.75 * cols + 0.3, 1.95 * rows + 0.5)
+    fig = figure(1.75 * cols + 0.3, 1.95 * rows + 0.5)
     axes = fig.subplots(rows, cols, squeeze=False)
     titles = []
     for a, idx, picture in zip(axes.flat, indices, pictures):
@@ -1063,7 +956,7 @@ def plot_top_losses(images, y_true, y_pred, losses, *, class_names: Sequence[str
         a.set_axis_off()
     title = f"Top {len(indices)} losses (worst-classified test images)"
     fig.suptitle(title, fontsize=10)
-    return _finish(fig, title, {
+    return finish(fig, title, {
         "indices": indices, "losses": [float(losses[i]) for i in indices],
         "true": [int(y_true[i]) for i in indices], "predicted": [int(y_pred[i]) for i in indices],
         "titles": titles}, output)
