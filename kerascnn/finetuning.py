@@ -730,7 +730,8 @@ def finetune(
 
     import keras
 
-    from kerascnn.training import _history_rows_to_csv, compile_model, make_optimizer
+    from kerascnn.runs import history_to_csv as _history_rows_to_csv
+    from kerascnn.training import compile_model, make_optimizer
 
     make_optimizer(optimizer, learning_rate)  # validates the name before any work
     keras.utils.set_random_seed(seed)

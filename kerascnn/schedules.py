@@ -23,6 +23,10 @@ import logging
 import math
 from typing import Any
 
+import keras
+
+from kerascnn.checks import InputError
+
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "cosine", "one-cycle", "plateau")
@@ -42,7 +46,7 @@ def validate_schedule(name: str) -> str:
     if key == "onecycle":
         key = "one-cycle"
     if key not in SCHEDULES:
-        raise ValueError(f"Unknown learning-rate schedule; allowed: {', '.join(SCHEDULES)}. "
+        raise InputError(f"Unknown learning-rate schedule; allowed: {', '.join(SCHEDULES)}. "
                          f"Received: schedule={name!r}")
     return key
 
@@ -65,18 +69,16 @@ def make_schedule(name: str, learning_rate: float, *, epochs: int, steps_per_epo
         optimizer and the second to `fit`.
 
     Raises:
-        ValueError: unknown schedule, or a non-positive rate or step count.
+        InputError: unknown schedule, or a non-positive rate or step count.
     """
     name = validate_schedule(name)
     if not (isinstance(learning_rate, (int, float)) and learning_rate > 0
             and math.isfinite(learning_rate)):
-        raise ValueError(f"learning_rate must be a positive number. "
+        raise InputError(f"learning_rate must be a positive number. "
                          f"Received: learning_rate={learning_rate!r}")
     if int(epochs) < 1 or int(steps_per_epoch) < 1:
-        raise ValueError(f"A schedule needs at least one epoch of at least one step. "
+        raise InputError(f"A schedule needs at least one epoch of at least one step. "
                          f"Received: epochs={epochs!r}, steps_per_epoch={steps_per_epoch!r}")
-    import keras
-
     total = int(epochs) * int(steps_per_epoch)
     if name == "constant":
         return float(learning_rate), []
