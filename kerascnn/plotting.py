@@ -26,6 +26,7 @@ plotting.save_figure(fig, output)
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -172,3 +173,40 @@ def finish(fig: Figure, title: str, data: dict, output: str | os.PathLike | None
     if output is not None:
         plot.path = save_figure(fig, output)
     return plot
+
+
+def plot_lr_find(result: Any, path: str | os.PathLike, *,
+                 title: str = "Learning-rate range test") -> Path:
+    """Save the loss-vs-learning-rate curve of `kerascnn.lr_find` as a picture.
+
+    Args:
+        result: a `kerascnn.training.LRFindResult` (its `learning_rates`,
+            `losses`, `smoothed_losses`, `steepest`, `minimum`, `suggestion`).
+        path: str or PathLike. The picture file (PNG for `kerascnn lr-find`).
+        title: str. Defaults to `"Learning-rate range test"`.
+
+    Returns:
+        The path written (atomically, by `save_figure`).
+    """
+    fig = figure(7, 4.5, layout=None)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(result.learning_rates, result.losses, color="0.75", lw=0.8, label="loss per batch")
+    ax.plot(result.learning_rates, result.smoothed_losses, color="C0", lw=2,
+            label="smoothed loss")
+    ax.set_xscale("log")
+    ax.axvline(result.steepest, color="C3", ls="--",
+               label=f"steepest descent: {result.steepest:.2g}")
+    ax.axvline(result.minimum / 10, color="C2", ls=":",
+               label=f"minimum / 10: {result.minimum / 10:.2g}")
+    finite = [v for v in result.smoothed_losses if math.isfinite(v)]
+    if finite:  # keep the divergence from flattening the interesting part
+        raw = [v for v in result.losses if math.isfinite(v)]
+        low, first = min(finite + raw), finite[0]
+        ax.set_ylim(low - 0.1 * abs(first - low) - 1e-3, first + 0.5 * abs(first - low) + 1e-3)
+    ax.set_title(f"{title} (suggested rate {result.suggestion:.2g})")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

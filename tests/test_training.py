@@ -418,7 +418,7 @@ def test_lr_find_on_a_keras_model_leaves_it_unchanged(tmp_path):
     (dict(divergence=1.0), "divergence must be a number > 1"),
     (dict(method="valley"), "Unknown method 'valley'; allowed: steepest, minimum/10"),
     (dict(optimizer="adadelta"), "Unknown optimizer"),
-    (dict(output="plot.jpg"), "must end in .png"),
+    (dict(output="plot.jpg"), "must be a picture file ending in .png. Received: output=.plot.jpg."),
 ])
 def test_lr_find_rejects_bad_input(kwargs, match):
     from kerascnn.training import lr_find

@@ -12,13 +12,11 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from kerascnn import runtime
+from kerascnn.plotting import check_output_path, plot_lr_find
 from kerascnn.checks import InputError, check_choice, check_float, check_int, received
 from kerascnn.data import DatasetBundle
-from kerascnn.files import atomic_path
 from kerascnn.training.optimizers import check_optimizer, compile_model, make_optimizer
 from kerascnn.training.resolve import build_model, clone_with_weights, data_and_spec, load_data
 
@@ -83,37 +81,6 @@ def suggest_learning_rate(learning_rates: Sequence[float], smoothed: Sequence[fl
     return steepest, minimum
 
 
-def plot_lr_find(result: LRFindResult, path: str | os.PathLike, *,
-                 title: str = "Learning-rate range test") -> Path:
-    """Save the loss-vs-learning-rate curve as a PNG (written atomically)."""
-    path = Path(path)
-    fig = Figure(figsize=(7, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(result.learning_rates, result.losses, color="0.75", lw=0.8, label="loss per batch")
-    ax.plot(result.learning_rates, result.smoothed_losses, color="C0", lw=2,
-            label="smoothed loss")
-    ax.set_xscale("log")
-    ax.axvline(result.steepest, color="C3", ls="--",
-               label=f"steepest descent: {result.steepest:.2g}")
-    ax.axvline(result.minimum / 10, color="C2", ls=":",
-               label=f"minimum / 10: {result.minimum / 10:.2g}")
-    finite = [v for v in result.smoothed_losses if math.isfinite(v)]
-    if finite:  # keep the divergence from flattening the interesting part
-        raw = [v for v in result.losses if math.isfinite(v)]
-        low, first = min(finite + raw), finite[0]
-        ax.set_ylim(low - 0.1 * abs(first - low) - 1e-3, first + 0.5 * abs(first - low) + 1e-3)
-    ax.set_title(f"{title} (suggested rate {result.suggestion:.2g})")
-    ax.set_xlabel("learning rate (log scale)")
-    ax.set_ylabel("training loss")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
-
-
 def _batches(data, batch_size: int | None):
     """An endless iterator of `(x, y)` batches from a bundle, a tf.data set or arrays."""
     if isinstance(data, DatasetBundle):
@@ -132,15 +99,7 @@ def _batches(data, batch_size: int | None):
 def _check_output(output, overwrite: bool) -> Path | None:
     if output is None:
         return None
-    output = Path(output)
-    if output.suffix.lower() != ".png":
-        raise InputError(f"The plot is saved as PNG; the output must end in .png. "
-                         f"{received('output', str(output))}")
-    if output.is_dir() or (output.exists() and not overwrite):
-        raise InputError(f"{str(output)!r} already exists; pass --overwrite to replace it "
-                         f"or choose another --output. {received('output', str(output))}")
-    return output
-
+    return check_output_path(output, overwrite=overwrite, suffixes=(".png",))
 
 def lr_find(
     model=None,
