@@ -44,7 +44,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import bench_parser, emit, machine, median, say, spread  # noqa: E402
+from _common import (bench_parser, bfloat16_missing, emit, machine, median, say,  # noqa: E402
+                     spread, target)
 
 
 def parse_args(argv=None):
@@ -209,12 +210,14 @@ def main(argv=None) -> dict:
             wall_end, cpu_end = clocks()
             rate = images / (wall_end - wall)
             flops, flops_cpu = rate * flops_per_image, images * flops_per_image / (cpu_end - cpu)
+            cores = (cpu_end - cpu) / (wall_end - wall)
             if chunk > 0:
-                rows[precision].append((rate, flops, peak, flops_cpu, peak_cpu))
+                rows[precision].append((rate, flops, peak, flops_cpu, peak_cpu, cores))
             say(f"chunk {chunk + 1:2d} {precision:14s} {rate:6.0f} images/s "
                 f"{flops / 1e9:6.1f} GFLOP/s, matmul {peak / 1e9:6.1f}: {flops / peak:.2f} of "
                 f"peak; per CPU-second {flops_cpu / 1e9:6.1f} vs {peak_cpu / 1e9:6.1f}: "
-                f"{flops_cpu / peak_cpu:.2f}" + ("" if chunk else "  (tracing, not timed)"))
+                f"{flops_cpu / peak_cpu:.2f}; cores busy {cores:.2f}"
+                + ("" if chunk else "  (tracing, not timed)"))
 
     figures = {}
     for precision in precisions:
@@ -229,13 +232,15 @@ def main(argv=None) -> dict:
             "gflops_per_cpu_s": median([x[3] for x in r]) / 1e9,
             "peak_gflops_per_cpu_s": median([x[4] for x in r]) / 1e9,
             "spread": spread([x[0] for x in r]),
+            "cores_busy": median([x[5] for x in r]),
             "test_accuracy": float(test_acc),
         }
     f32 = figures["float32"]
     say(f"float32: {f32['images_per_s']:.0f} images/s, {f32['gflops']:.1f} GFLOP/s of "
         f"{f32['peak_gflops']:.1f} matmul peak: fraction_of_peak {f32['fraction_of_peak']:.2f} "
         f"(target >= 0.6; per CPU-second {f32['fraction_of_peak_cpu']:.2f}); test accuracy "
-        f"{100 * f32['test_accuracy']:.2f}%; chunk rates spread {100 * f32['spread']:.0f}%")
+        f"{100 * f32['test_accuracy']:.2f}%; chunk rates spread {100 * f32['spread']:.0f}%; "
+        f"cores busy {f32['cores_busy']:.2f} of {os.cpu_count()}")
     record = {
         "fraction_of_peak": f32["fraction_of_peak"],
         "fraction_of_peak_cpu": f32["fraction_of_peak_cpu"],
@@ -245,7 +250,9 @@ def main(argv=None) -> dict:
         "float32_gflops_per_cpu_s": f32["gflops_per_cpu_s"],
         "float32_matmul_peak_gflops_per_cpu_s": f32["peak_gflops_per_cpu_s"],
         "float32_test_accuracy": f32["test_accuracy"],
+        "float32_cores_busy": f32["cores_busy"],
     }
+    targets = {"fraction_of_peak": target(">=", 0.6)}
     if "mixed_bfloat16" in figures:
         bf = figures["mixed_bfloat16"]
         # chunk pairs ran back to back: their ratio cancels most of the machine's drift
@@ -270,20 +277,23 @@ def main(argv=None) -> dict:
             "bf16_fraction_of_bf16_peak": bf["fraction_of_peak"],
             "bf16_test_accuracy": bf["test_accuracy"],
             "bf16_matmul_speedup": bf["peak_gflops"] / f32["peak_gflops"],
+            "bf16_cores_busy": bf["cores_busy"],
         })
+        # bfloat16 only pays where the hardware has it; elsewhere it is emulated
+        targets["bf16_speedup"] = target(">=", 1.4, unless=bfloat16_missing())
+        # --quick trains 50 steps and tests on 1,000 images: one image is 0.1 point
+        targets["accuracy_delta"] = target("within", 0.5, unless=(
+            "--quick: 50 steps and 1,000 test images, too few for a 0.5-point claim"
+            if args.quick else None))
     record.update({
-        "targets_met": bool(record["fraction_of_peak"] >= 0.6
-                            and ("bf16_speedup" not in record
-                                 or (record["bf16_speedup"] >= 1.4
-                                     and abs(record["accuracy_delta"]) <= 0.5))),
         "batch_size": args.batch_size, "jit": args.jit,
         "steps_per_execution": args.steps_per_execution, "filters": list(args.filters),
         "steps": chunks * args.chunk, "chunk": args.chunk, "train_images": len(x_train),
         "test_images": len(x_test), "rate_spread": f32["spread"], "quick": args.quick,
         "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
-        "load_avg_1m": machine().get("load_avg_1m"),
+        "cores": os.cpu_count(), "load_avg_1m": machine().get("load_avg_1m"),
     })
-    return emit("efficiency", **record)
+    return emit("efficiency", targets=targets, **record)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ full run's is.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -35,6 +34,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_bench_options, emit, say, target, use_options  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_notop.weights.h5"
@@ -60,7 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fine-tune-lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    add_bench_options(parser)
+    args = use_options(parser.parse_args(argv))
     if args.epochs is None:
         args.epochs = 1 if args.quick else 4
     if args.fine_tune_epochs is None:
@@ -135,30 +139,30 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_dataset(Path(tmp), args)
-        print(f"data: {bundle.num_train} training images, {bundle.num_test} test images, "
+        say(f"data: {bundle.num_train} training images, {bundle.num_test} test images, "
               f"{bundle.input_shape} resized to {args.image_size}x{args.image_size}")
         epochs = args.epochs + args.fine_tune_epochs
         pretrained, t_pretrained = run_pretrained(bundle, args)
-        print(f"pretrained (ImageNet, {args.epochs} head + {args.fine_tune_epochs} fine-tune "
+        say(f"pretrained (ImageNet, {args.epochs} head + {args.fine_tune_epochs} fine-tune "
               f"epochs): test accuracy {pretrained:.4f} in {t_pretrained:.0f}s")
         scratch, t_scratch = run_scratch(bundle, args)
-        print(f"scratch (random init, {epochs} epochs, all layers): test accuracy "
+        say(f"scratch (random init, {epochs} epochs, all layers): test accuracy "
               f"{scratch:.4f} in {t_scratch:.0f}s")
     margin = 100.0 * (pretrained - scratch)
     figures = {
-        "bench": "finetune", "quick": args.quick, "backbone": "mobilenet_v2",
+        "quick": args.quick, "backbone": "mobilenet_v2",
         "image_size": args.image_size, "train_images": bundle.num_train,
         "test_images": bundle.num_test, "epochs": args.epochs,
         "fine_tune_epochs": args.fine_tune_epochs, "unfreeze": args.unfreeze,
         "fine_tune_lr": args.fine_tune_lr,
         "pretrained_test_accuracy": round(pretrained, 4),
         "scratch_test_accuracy": round(scratch, 4),
-        "margin_points": round(margin, 2), "target_points": TARGET_POINTS,
-        "passed": margin >= TARGET_POINTS,
+        "margin_points": round(margin, 2),
         "seconds_pretrained": round(t_pretrained, 1), "seconds_scratch": round(t_scratch, 1),
     }
-    print(json.dumps(figures))
-    return figures
+    # --quick: two epochs are too few for the scratch network's BatchNorm to settle
+    return emit("finetune", **figures, targets={"margin_points": target(
+        ">=", TARGET_POINTS, unless="--quick: 2 epochs, not the claim" if args.quick else None)})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import bench_parser, emit, machine, rss_mib, say  # noqa: E402
+from _common import bench_parser, emit, machine, rss_mib, say, target  # noqa: E402
 
 
 class _TrialWatcher(logging.Handler):
@@ -113,8 +113,9 @@ def main(argv=None) -> dict:
     return emit("memory", growth=growth, rss_early_mib=early_rss, rss_last_mib=last_rss,
                 early_trial=early, trials=trials, mib_per_trial_second_half=per_trial,
                 rss_after_tune_mib=end_rss, rss_per_trial_mib=[round(r, 1) for r in rss],
-                seconds_per_trial=seconds / trials, target_met=bool(growth <= 1.10),
-                quick=args.quick, load_avg_1m=machine().get("load_avg_1m"))
+                seconds_per_trial=seconds / trials, quick=args.quick,
+                load_avg_1m=machine().get("load_avg_1m"),
+                targets={"growth": target("<=", 1.10)})
 
 
 if __name__ == "__main__":

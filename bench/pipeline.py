@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import bench_parser, emit, machine, median, repeat_timed, say, spread  # noqa: E402
+from _common import (bench_parser, emit, machine, median, repeat_timed, say,  # noqa: E402
+                     spread, target)
 
 
 def iterate(dataset) -> int:
@@ -120,7 +121,7 @@ def main() -> None:
          train_images_per_s=train_rate, folder_first_epoch_images_per_s=first_rate,
          folder_cached_images_per_s=cached_rate, dataset=bundle.source,
          batch_size=args.batch_size, train_steps=steps, repeats=args.repeats, quick=args.quick,
-         tensorflow=tf.__version__, cores=os.cpu_count())
+         tensorflow=tf.__version__, cores=os.cpu_count(), targets={"ratio": target(">=", 5)})
 
 
 if __name__ == "__main__":

@@ -7,18 +7,23 @@ resized to 32x32 inside the model) and a 64x64 RGB `simple` network, and times
 second one), against one `model.predict` call per image (what a naive loop
 does). Process start-up and the TensorFlow import are not counted.
 
-    python bench/predict_speed.py [--images 1000] [--batch-size 64]
+    python bench/predict_speed.py [--quick] [--images 1000] [--batch-size 64]
+
+`--quick`: 200 images, 20 timed one by one. No target: the figures show what
+batching buys (`speedup` = batched / one at a time).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import bench_parser, emit, say  # noqa: E402
 
 
 def write_images(folder: Path, n: int, size, mode: str, ext: str) -> None:
@@ -33,7 +38,8 @@ def write_images(folder: Path, n: int, size, mode: str, ext: str) -> None:
             folder / f"{i:05d}.{ext}")
 
 
-def bench(name: str, model_path: Path, folder: Path, n: int, batch_size: int, naive: int):
+def bench(name: str, model_path: Path, folder: Path, n: int, batch_size: int,
+          naive: int) -> dict:
     import numpy as np
 
     import kerascnn
@@ -54,18 +60,24 @@ def bench(name: str, model_path: Path, folder: Path, n: int, batch_size: int, na
     for f in files:
         model.predict(load_image(f, (h, w), c)[None].astype("float32"), verbose=0)
     one_by_one = (time.perf_counter() - start) / len(files)
-    print(f"{name:28s} {n} images: {n / batched:6.0f} images/s batched (batch {batch_size}; "
-          f"first call, with tracing: {n / cold:.0f}/s); one model.predict per image: "
-          f"{1 / one_by_one:.0f} images/s (timed on {len(files)})")
+    say(f"{name:28s} {n} images: {n / batched:6.0f} images/s batched (batch {batch_size}; "
+        f"first call, with tracing: {n / cold:.0f}/s); one model.predict per image: "
+        f"{1 / one_by_one:.0f} images/s (timed on {len(files)})")
+    return {"batched_images_per_s": n / batched, "cold_images_per_s": n / cold,
+            "one_by_one_images_per_s": 1 / one_by_one, "speedup": one_by_one * n / batched}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000)
+    parser = bench_parser(__doc__, repeats=1, quick_repeats=1)
+    parser.add_argument("--images", type=int, default=None,
+                        help="images per folder (default 1000, 200 with --quick)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--naive", type=int, default=100,
-                        help="images timed with one model.predict call each")
+    parser.add_argument("--naive", type=int, default=None,
+                        help="images timed with one model.predict call each "
+                             "(default 100, 20 with --quick)")
     args = parser.parse_args()
+    args.images = args.images or (200 if args.quick else 1000)
+    args.naive = args.naive or (20 if args.quick else 100)
 
     import keras
 
@@ -84,11 +96,14 @@ def main() -> None:
         simple = kerascnn.build_cnn("simple", input_shape=(64, 64, 3), num_classes=10,
                                     preprocessing=[keras.layers.Rescaling(1 / 255)])
         save_model(simple, tmp / "simple.keras")
-        print(f"cpu cores: {os.cpu_count()}")
-        bench("lenet5, 28x28 gray PNG", tmp / "lenet5.keras", gray, args.images,
-              args.batch_size, args.naive)
-        bench("simple, 96x80 JPEG -> 64x64", tmp / "simple.keras", rgb, args.images,
-              args.batch_size, args.naive)
+        say(f"cpu cores: {os.cpu_count()}")
+        lenet = bench("lenet5, 28x28 gray PNG", tmp / "lenet5.keras", gray, args.images,
+                      args.batch_size, args.naive)
+        simple = bench("simple, 96x80 JPEG -> 64x64", tmp / "simple.keras", rgb, args.images,
+                       args.batch_size, args.naive)
+    emit("predict_speed", **{f"lenet5_{k}": v for k, v in lenet.items()},
+         **{f"simple_{k}": v for k, v in simple.items()}, images=args.images,
+         batch_size=args.batch_size, quick=args.quick, cores=os.cpu_count(), targets={})
 
 
 if __name__ == "__main__":
