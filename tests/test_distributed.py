@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from kerascnn import distributed
-from kerascnn.distributed import (ChiefUnavailableError, DistributedConfig, parse_address,
-                                  prune_checkpoints, resolve)
+from kerascnn.checks import InputError
+from kerascnn.distributed import ChiefUnavailableError, DistributedConfig, parse_address, resolve
 
 # ---------------------------------------------------------------------------
 # Helpers shared with test_faults.py
@@ -135,15 +135,15 @@ def test_parse_address(text, expected):
     ("127.0.0.1:70000", "out of range"), ("::1:8000", "HOST:PORT"), (8000, "HOST:PORT"),
 ])
 def test_parse_address_refuses(text, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         parse_address(text)
 
 
 def test_resolve_local_and_orphan_options():
     assert resolve(environ={}) is None
-    with pytest.raises(ValueError, match="--distributed chief|worker"):
+    with pytest.raises(InputError, match="--distributed chief|worker"):
         resolve(oracle_address="127.0.0.1:8000", environ={})
-    with pytest.raises(ValueError, match="worker_id is for a distributed"):
+    with pytest.raises(InputError, match="worker_id is for a distributed"):
         resolve(worker_id="w1", environ={})
 
 
@@ -171,7 +171,7 @@ def test_resolve_worker_and_chief():
     (dict(distributed="chief", oracle_address="192.0.2.1:8000"), "not an address of this"),
 ])
 def test_resolve_refuses(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         resolve(environ={}, **kwargs)
 
 
@@ -180,7 +180,7 @@ def test_chief_refuses_a_port_in_use():
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        with pytest.raises(ValueError, match="port is in use"):
+        with pytest.raises(InputError, match="port is in use"):
             resolve("chief", f"127.0.0.1:{port}", environ={})
 
 
@@ -198,9 +198,9 @@ def test_keras_tuner_variables_are_read():
            "KERASTUNER_ORACLE_PORT": "8123"}
     config = resolve(environ=env)
     assert (config.role, config.tuner_id, config.address) == ("worker", "tuner7", "10.1.2.3:8123")
-    with pytest.raises(ValueError, match="KERASTUNER_TUNER_ID"):
+    with pytest.raises(InputError, match="KERASTUNER_TUNER_ID"):
         resolve(environ={"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "1"})
-    with pytest.raises(ValueError, match="KERASTUNER_ORACLE_PORT"):
+    with pytest.raises(InputError, match="KERASTUNER_ORACLE_PORT"):
         resolve(environ={"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_TUNER_ID": "w"})
 
 
@@ -216,11 +216,13 @@ def test_environment_is_restored(monkeypatch):
 
 
 def test_worker_waits_for_its_chief_then_gives_up(caplog):
+    from kerascnn.tuning.worker import wait_for_chief
+
     config = DistributedConfig("worker", "127.0.0.1", free_port(), "w1", chief_timeout=1.5)
     start = time.time()
-    with caplog.at_level(logging.INFO, logger="kerascnn.distributed"):
+    with caplog.at_level(logging.INFO, logger="kerascnn.tuning.worker"):
         with pytest.raises(ChiefUnavailableError, match="No chief answered .* within 2s"):
-            distributed.wait_for_chief(config, every=0.5)
+            wait_for_chief(config, every=0.5)
     assert 1.4 <= time.time() - start < 10
     assert "waiting for the chief" in caplog.text
 
@@ -230,6 +232,8 @@ def test_patient_stub_bounds_every_wait_for_a_lost_chief():
     from keras_tuner.src import protos
     from keras_tuner.src.engine import hyperparameters as hp_module
     from keras_tuner.src.engine import trial as trial_module
+
+    from kerascnn.tuning.worker import _PatientStub
 
     class Unavailable(grpc.RpcError):
         def code(self):
@@ -245,7 +249,7 @@ def test_patient_stub_bounds_every_wait_for_a_lost_chief():
         EndTrial = CreateTrial
 
     config = DistributedConfig("worker", "127.0.0.1", 1, "w1", chief_timeout=1.0)
-    stub = distributed._PatientStub(ChiefGone(), config, gone_after=1.0)
+    stub = _PatientStub(ChiefGone(), config, gone_after=1.0)
     start = time.time()
     response = stub.CreateTrial(protos.get_service().CreateTrialRequest(tuner_id="w1"),
                                 wait_for_ready=True, timeout=3600)
@@ -263,7 +267,7 @@ def test_patient_stub_bounds_every_wait_for_a_lost_chief():
             return protos.get_service().CreateTrialResponse(trial=idle.to_proto())
 
     start = time.time()
-    distributed._PatientStub(Busy(), config).CreateTrial(None)
+    _PatientStub(Busy(), config).CreateTrial(None)
     assert time.time() - start >= 0.9  # an IDLE answer is not asked again at once
 
 
@@ -272,6 +276,8 @@ def _trial(trial_id, score, status="COMPLETED"):
 
 
 def test_prune_keeps_the_best_k_running_and_hyperband_continuations(tmp_path):
+    from kerascnn.tuning.storage import prune_checkpoints
+
     trials = {"0": _trial("0", 0.5), "1": _trial("1", 0.9), "2": _trial("2", 0.7),
               "3": _trial("3", None, "FAILED"), "4": _trial("4", None, "RUNNING"),
               "5": _trial("5", 0.1), "6": _trial("6", float("nan"))}
@@ -297,9 +303,11 @@ def test_prune_keeps_the_best_k_running_and_hyperband_continuations(tmp_path):
         "trial_1", "trial_2"]
 
 
-def test_atomic_save_json_leaves_no_temporary_file(tmp_path):
+def test_state_files_are_written_atomically(tmp_path):
+    from kerascnn.tuning.storage import save_state
+
     path = tmp_path / "oracle.json"
-    distributed.atomic_save_json(str(path), {"a": [1, 2]})
+    save_state(str(path), {"a": [1, 2]})
     assert json.loads(path.read_text()) == {"a": [1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kerascnn.cli import main
-from kerascnn.tuning import parse_duration
+from kerascnn.checks import InputError, parse_duration
 
 # a tiny space: trials of well under a second of training each
 TINY_SPACE = ("{conv_blocks: {min: 1, max: 2}, convs_per_block: 1, filters: [4, 8], "
@@ -55,17 +55,39 @@ def test_parse_duration():
     assert parse_duration("90s") == 90 and parse_duration("15m") == 900
     assert parse_duration("1h30m") == 5400 and parse_duration(2.5) == 2.5
     assert parse_duration(None) is None
-    with pytest.raises(ValueError, match=r"duration such as 90s.*Received: time_budget='15x'"):
+    with pytest.raises(InputError, match=r"duration such as 90s.*Received: time_budget='15x'"):
         parse_duration("15x")
-    with pytest.raises(ValueError, match=r"must be positive"):
+    with pytest.raises(InputError, match=r"must be positive"):
         parse_duration(0)
 
 
+def _hparams(event_file: Path) -> dict:
+    """The HParams plugin's session-start values written to one TensorBoard event file."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    found: dict = {}
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name != metadata.PLUGIN_NAME:
+                continue
+            data = plugin_data_pb2.HParamsPluginData.FromString(
+                value.metadata.plugin_data.content)
+            if data.HasField("session_start_info"):
+                for name, hparam in data.session_start_info.hparams.items():
+                    kind = hparam.WhichOneof("kind")
+                    found[name] = getattr(hparam, kind)
+    return found
+
+
 def test_cli_end_to_end_writes_every_file_then_resumes(runner, quadrants, tmp_path):
+    import shutil
+
     from kerascnn.runs import load_model, read_model_metadata
     from kerascnn.spec import CNNSpec
 
-    result = _tune(runner, quadrants, tmp_path, "--tuner", "random", "--max-trials", "2",
+    data = str(shutil.copy(quadrants, tmp_path / "quadrants.npz"))  # changed below
+    result = _tune(runner, data, tmp_path, "--tuner", "random", "--max-trials", "2",
                    "--tensorboard")
     assert result.exit_code == 0, result.output
     project = tmp_path / "runs" / "p"
@@ -77,7 +99,14 @@ def test_cli_end_to_end_writes_every_file_then_resumes(runner, quadrants, tmp_pa
     assert len(history["val_accuracy"]) == 1 and len(history["loss"]) == 1
     logs = project / "tensorboard"
     assert sorted(p.name for p in logs.iterdir()) == ["0", "1"]
-    assert list(logs.rglob("events.out.tfevents.*"))
+    trial_values = json.loads((project / "trial_0" / "trial.json").read_text())[
+        "hyperparameters"]["values"]
+    hparams = {}
+    for event_file in (logs / "0").rglob("events.out.tfevents.*"):
+        hparams.update(_hparams(event_file))
+    # the HParams view shows trial 0's searched values
+    assert hparams["conv_blocks"] == trial_values["conv_blocks"]
+    assert hparams["learning_rate"] == pytest.approx(trial_values["learning_rate"])
     assert "Top 2 of the leaderboard" in result.stdout
     assert f"Best model: {project / 'best' / 'model.keras'}" in result.stdout
 
@@ -101,7 +130,7 @@ def test_cli_end_to_end_writes_every_file_then_resumes(runner, quadrants, tmp_pa
     spec = CNNSpec.load(project / "best" / "spec.yaml")
     assert spec.conv_blocks == rows[0]["conv_blocks"]
     model = load_model(project / "best" / "model.keras")
-    assert model.count_params() - 0 >= rows[0]["params"]  # + the rescaling layer (no weights)
+    assert model.count_params() == rows[0]["params"]  # the rescaling layer has no weights
     assert read_model_metadata(project / "best" / "model.keras")["class_names"] == \
         ["0", "1", "2", "3"]
     manifest = json.loads((project / "manifest.json").read_text())
@@ -118,7 +147,19 @@ def test_cli_end_to_end_writes_every_file_then_resumes(runner, quadrants, tmp_pa
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert len(_rows(project)) == 2
-    _assert_changed_space_is_refused(runner, quadrants, tmp_path, project)
+    _assert_changed_space_is_refused(runner, data, tmp_path, project)
+
+    # the same file name with other images: the data's fingerprint changed, refused
+    with np.load(data) as f:
+        arrays = dict(f)
+    arrays["y_train"] = (arrays["y_train"] + 1) % 4
+    np.savez(data, **arrays)
+    before = {p: p.stat().st_mtime_ns for p in project.rglob("*") if p.is_file()}
+    result = _tune(runner, data, tmp_path, "--tuner", "random", "--max-trials", "3")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1
+    assert "cannot be resumed" in result.stderr and "dataset_fingerprint" in result.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in project.rglob("*") if p.is_file()}
 
 
 def _assert_changed_space_is_refused(runner, quadrants, tmp_path, project):
@@ -211,7 +252,8 @@ def test_time_budget_stops_cleanly(runner, tmp_path):
     longest_epoch = max(r["seconds"] / r["epochs"] for r in rows)
     # startup (data, imports) + budget + one epoch + loading and evaluating the best model
     assert elapsed < 30 + longest_epoch + 20, (elapsed, longest_epoch)
-    assert any(r["stopped_by"] == "budget" for r in rows) or len(rows) < 50
+    # 20 epochs per trial do not fit in 30 s: the budget stopped the last trial mid-way
+    assert any(r["stopped_by"] == "budget" for r in rows)
     assert json.loads((tmp_path / "b" / "best" / "metrics.json").read_text())["test_accuracy"] > 0
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["stopped_by_budget"] is True
@@ -265,7 +307,7 @@ def test_space_from_a_yaml_file_or_inline(tmp_path):
     space = SpaceParam().convert(str(path), None, None)
     assert space == {"conv_blocks": {"min": 1, "max": 6}, "convs_per_block": {"min": 1, "max": 3},
                      "padding": "valid", "kernel_size": [3, 5]}
-    from kerascnn.hypermodel import SearchSpace
+    from kerascnn.search_space import SearchSpace
 
     config = SearchSpace((28, 28, 1), 10, **space).to_config()
     assert config["conv_blocks"] == {"min": 1, "max": 6} and config["kernel_size"] == [3, 5]

@@ -52,7 +52,7 @@ class Duration(click.ParamType):
     name = "DURATION"
 
     def convert(self, value: Any, param, ctx) -> float:
-        from kerascnn.tuning import parse_duration
+        from kerascnn.checks import parse_duration
 
         try:
             return parse_duration(value, param.name if param is not None else "duration")

@@ -135,7 +135,7 @@ def tune(config, dataset, data_dir, image_size, color_mode, validation_split, ba
 
     # addresses and ids are refused before TensorFlow loads
     resolve(distributed, oracle_address, worker_id, chief_timeout)
-    from kerascnn.tuning import tune as run_tune
+    from kerascnn.tuning import format_leaderboard, tune as run_tune
 
     try:
         result = run_tune(
@@ -167,34 +167,3 @@ def tune(config, dataset, data_dir, image_size, color_mode, validation_split, ba
                f"{', stopped by the time budget' if result.stopped_by_budget else ''}, "
                f"{result.seconds:.0f}s")
     click.echo(f"Best model: {result.best_model_path}")
-
-
-def format_leaderboard(rows: list[dict], top: int = 5) -> str:
-    """The first `top` completed rows as an aligned text table."""
-    rows = [r for r in rows if r.get("rank") is not None][:top]
-    if not rows:
-        return "No completed trial."
-    skip = {"status", "val_loss", "message", "stopped_by", "receptive_field", "continues"}
-    columns: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in columns and key not in skip:
-                columns.append(key)
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        if isinstance(value, float):
-            return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
-        if isinstance(value, int) and value >= 10000:
-            return f"{value:,}"
-        return str(value)
-
-    table = [[c.replace("_", " ") for c in columns]]
-    table += [[f"{r[c]:.0f}s" if c == "seconds" and r.get(c) is not None else cell(r.get(c))
-               for c in columns] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table]
-    return f"Top {len(rows)} of the leaderboard:\n" + "\n".join(lines)
