@@ -37,7 +37,7 @@ class _TrialWatcher(logging.Handler):
         self.start = time.perf_counter()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("trial %d/%d"):
+        if record.name.startswith("kerascnn.tuning") and record.getMessage().startswith("trial "):
             self.rss.append(rss_mib())
             self.times.append(time.perf_counter() - self.start)
             say(f"  trial {len(self.rss):2d}: RSS {self.rss[-1]:7.1f} MiB, "
