@@ -20,7 +20,7 @@ any dataset named on the command line) in the two phases that fastai's
 2. unfreeze the top blocks of the backbone and train them too, at a learning
    rate ten times lower.
 
-Three Keras pitfalls are handled by `kerascnn.finetuning.build_model`:
+Three Keras pitfalls are handled by `kerascnn.build_finetune_model`:
 
 * **the wrong preprocessing**: MobileNetV2 wants pixels in [-1, 1]; the model
   does that itself, so it takes raw [0, 255] pixels, in training and after saving;
@@ -55,9 +55,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import kerascnn  # noqa: E402
-from kerascnn.finetuning import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
-from kerascnn.runs import save_model  # noqa: E402
-from kerascnn.training import compile_model  # noqa: E402
+from kerascnn import (build_finetune_model, compile_model, freeze_backbone,  # noqa: E402
+                      save_model, unfreeze_backbone)
 
 BACKBONE = "mobilenet_v2"
 LOCAL_WEIGHTS = (Path(__file__).resolve().parents[1].parent / "shared" / "weights"
@@ -99,7 +98,7 @@ pooling, dropout, and a new softmax layer.
 
 
 def make_model(bundle, weights, image_size: int = IMAGE_SIZE):
-    model = build_model(BACKBONE, input_shape=bundle.input_shape,
+    model = build_finetune_model(BACKBONE, input_shape=bundle.input_shape,
                         num_classes=bundle.num_classes, weights=weights,
                         image_size=image_size, dropout=0.2)
     freeze_backbone(model)  # so that the summary counts what phase 1 trains
@@ -191,7 +190,7 @@ def main(argv=None) -> float:
 """
 ## In one call
 
-`kerascnn.finetune` runs both phases and writes a run folder (spec, config,
+`kerascnn.finetune` runs both phases and writes a run folder (backbone, config,
 history, model, metrics, manifest); the command line does the same:
 
     kerascnn finetune --backbone mobilenet_v2 --weights PATH --image-size 96 \\

@@ -50,9 +50,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import kerascnn  # noqa: E402
-from kerascnn.finetuning import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
-from kerascnn.runs import save_model  # noqa: E402
-from kerascnn.training import compile_model  # noqa: E402
+from kerascnn import (build_finetune_model, compile_model, freeze_backbone,  # noqa: E402
+                      save_model, unfreeze_backbone)
 
 BACKBONE = "resnet50"
 DATASET = "fashion_mnist_sample"
@@ -92,7 +91,7 @@ global average pooling, dropout, and a new softmax layer.
 
 
 def make_model(bundle, weights, image_size: int = IMAGE_SIZE):
-    model = build_model(BACKBONE, input_shape=bundle.input_shape,
+    model = build_finetune_model(BACKBONE, input_shape=bundle.input_shape,
                         num_classes=bundle.num_classes, weights=weights,
                         image_size=image_size, dropout=0.2)
     freeze_backbone(model)  # so that the summary counts what phase 1 trains
@@ -187,7 +186,7 @@ def main(argv=None) -> float:
 """
 ## In one call
 
-`kerascnn.finetune` runs both phases and writes a run folder (spec, config,
+`kerascnn.finetune` runs both phases and writes a run folder (backbone, config,
 history, model, metrics, manifest); the command line does the same:
 
     kerascnn finetune --backbone resnet50 --weights imagenet --image-size 64 \\

@@ -21,7 +21,7 @@ by default, or any dataset named on the command line) in two phases:
 
 VGG16 has no BatchNormalization, so the frozen-BatchNorm rule that matters for
 ResNet50 and MobileNetV2 does not come up; the other two pitfalls do, and
-`kerascnn.finetuning.build_model` handles them inside the model:
+`kerascnn.build_finetune_model` handles them inside the model:
 
 * **preprocessing**: VGG16 was trained on BGR images with the ImageNet mean
   subtracted ("caffe" mode); the model converts raw [0, 255] RGB or gray pixels;
@@ -54,9 +54,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import kerascnn  # noqa: E402
-from kerascnn.finetuning import build_model, freeze_backbone, unfreeze_backbone  # noqa: E402
-from kerascnn.runs import save_model  # noqa: E402
-from kerascnn.training import compile_model  # noqa: E402
+from kerascnn import (build_finetune_model, compile_model, freeze_backbone,  # noqa: E402
+                      save_model, unfreeze_backbone)
 
 BACKBONE = "vgg16"
 DATASET = "fashion_mnist_sample"
@@ -97,7 +96,7 @@ original VGG16 are not kept: on a small dataset they would only overfit.
 
 
 def make_model(bundle, weights, image_size: int = IMAGE_SIZE):
-    model = build_model(BACKBONE, input_shape=bundle.input_shape,
+    model = build_finetune_model(BACKBONE, input_shape=bundle.input_shape,
                         num_classes=bundle.num_classes, weights=weights,
                         image_size=image_size, dropout=0.2)
     freeze_backbone(model)  # so that the summary counts what phase 1 trains
@@ -189,7 +188,7 @@ def main(argv=None) -> float:
 """
 ## In one call
 
-`kerascnn.finetune` runs both phases and writes a run folder (spec, config,
+`kerascnn.finetune` runs both phases and writes a run folder (backbone, config,
 history, model, metrics, manifest); the command line does the same:
 
     kerascnn finetune --backbone vgg16 --weights imagenet --image-size 64 \\

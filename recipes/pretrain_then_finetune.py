@@ -49,7 +49,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kerascnn  # noqa: E402
-from kerascnn.training import compile_model  # noqa: E402
+from kerascnn import compile_model  # noqa: E402
 
 DATASET = "fashion_mnist_sample"
 PRESET = "simple"

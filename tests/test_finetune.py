@@ -6,47 +6,27 @@ tiny inputs (32x32, the smallest the backbones take) and a few dozen images.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-ft = pytest.importorskip("kerascnn.finetuning")
+import kerascnn.finetuning as ft
+from kerascnn.checks import InputError
+from kerascnn.data import load_dataset
 
 
-@dataclasses.dataclass
-class TinyBundle:
-    """What `kerascnn.load_dataset` returns, made from arrays."""
-
-    train: object
-    validation: object
-    test: object
-    input_shape: tuple
-    num_classes: int
-    class_names: list
-    num_train: int
-    num_validation: int
-    num_test: int
-    fingerprint: str = "tiny"
-    source: str = "tiny"
+@pytest.fixture(scope="module")
+def two_class_npz(tmp_path_factory, make_npz):
+    """28x28 gray images of 2 classes (the bright quadrant): 48 train, 12 test."""
+    return make_npz(tmp_path_factory.mktemp("data") / "two.npz", n_train=48, n_test=12,
+                    size=28, classes=2)
 
 
-def tiny_bundle(n=48, shape=(28, 28, 1), classes=2, batch_size=16, seed=0) -> TinyBundle:
-    """Gray 28x28 uint8 images whose class is the brightness of the top half."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.integers(0, 60, size=(n, *shape)).astype("uint8")
-    x[y == 1, : shape[0] // 2] += 150
-
-    def ds(xs, ys):
-        return tf.data.Dataset.from_tensor_slices((xs, ys)).batch(batch_size)
-
-    k = n // 4
-    return TinyBundle(ds(x[2 * k:], y[2 * k:]), ds(x[:k], y[:k]), ds(x[k:2 * k], y[k:2 * k]),
-                      shape, classes, [f"class{i}" for i in range(classes)], n - 2 * k, k, k)
+@pytest.fixture
+def tiny_bundle(two_class_npz):
+    """`load_dataset(two_class_npz)`: 36 train, 12 validation, 12 test, batches of 16."""
+    return load_dataset(str(two_class_npz), validation_split=0.25, batch_size=16, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +74,7 @@ def test_get_backbone_by_any_keras_applications_name(name, application, mode):
 
 
 def test_unknown_backbone_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"Unknown backbone 'alexnet9'; allowed: vgg16, "
+    with pytest.raises(InputError, match=r"Unknown backbone 'alexnet9'; allowed: vgg16, "
                                          r"resnet50, mobilenet_v2, efficientnet_b0, .*"
                                          r"Received: backbone='alexnet9'"):
         ft.get_backbone("alexnet9")
@@ -111,12 +91,12 @@ def test_parse_unfreeze(value, expected):
 
 @pytest.mark.parametrize("value", ["some", "-1", "2 stages", -3, "1.5"])
 def test_parse_unfreeze_refuses(value):
-    with pytest.raises(ValueError, match="unfreeze"):
+    with pytest.raises(InputError, match="unfreeze"):
         ft.parse_unfreeze(value)
 
 
 def test_image_size_too_small_for_backbone():
-    with pytest.raises(ValueError, match=r"too small for mobilenet_v2: it takes at least "
+    with pytest.raises(InputError, match=r"too small for mobilenet_v2: it takes at least "
                                          r"32x32.*Received: image_size=28"):
         ft.build_model("mobilenet_v2", image_size=28)
 
@@ -129,7 +109,7 @@ def test_image_size_too_small_for_backbone():
     ({"weights": "/nonexistent/w.h5"}, "Weights file not found"),
 ])
 def test_build_model_refuses(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         ft.build_model("mobilenet_v2", **{"image_size": 32, **kwargs})
 
 
@@ -215,7 +195,7 @@ def test_trainable_layers_in_each_phase():
 ])
 def test_unfreeze_larger_than_backbone(unfreeze, match):
     model = ft.build_model("mobilenet_v2", image_size=32)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         ft.unfreeze_backbone(model, unfreeze)
 
 
@@ -267,18 +247,18 @@ def test_weights_of_another_architecture_are_one_clear_error(tmp_path):
                                            input_shape=(32, 32, 3))
     path = tmp_path / "mobilenet_v2_035.weights.h5"
     small.save_weights(path)
-    with pytest.raises(ValueError, match=r"Weights do not fit the backbone: the file does "
+    with pytest.raises(InputError, match=r"Weights do not fit the backbone: the file does "
                                          r"not hold the weights of mobilenet_v2.*Received: "
                                          r"weights='.*mobilenet_v2_035.weights.h5'"):
         ft.build_model("mobilenet_v2", image_size=32, weights=str(path))
-    with pytest.raises(ValueError, match=r"Weights do not fit the backbone: .* of vgg16"):
+    with pytest.raises(InputError, match=r"Weights do not fit the backbone: .* of vgg16"):
         ft.build_model("vgg16", image_size=32, weights=str(path))
 
 
 def test_a_file_that_is_not_weights(tmp_path):
     path = tmp_path / "notes.h5"
     path.write_text("not hdf5")
-    with pytest.raises(ValueError, match="not an HDF5 weights file"):
+    with pytest.raises(InputError, match="not an HDF5 weights file"):
         ft.build_model("mobilenet_v2", image_size=32, weights=str(path))
 
 
@@ -290,7 +270,7 @@ def test_imagenet_offline_is_a_clear_error_not_a_hang(monkeypatch):
                         "[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(ValueError, match=r"Could not download the ImageNet weights of "
+    with pytest.raises(InputError, match=r"Could not download the ImageNet weights of "
                                          r"mobilenet_v2 .*local weights file.*"
                                          r"Received: weights='imagenet'"):
         ft.build_model("mobilenet_v2", image_size=32, weights="imagenet")
@@ -301,43 +281,50 @@ def test_imagenet_offline_is_a_clear_error_not_a_hang(monkeypatch):
 # ---------------------------------------------------------------------------
 
 
-def test_finetune_gray_28x28_end_to_end(tmp_path):
+def test_finetune_gray_28x28_end_to_end(tmp_path, tiny_bundle):
     from kerascnn import runs
 
     out = tmp_path / "run"
-    result = ft.finetune("vgg16", dataset=tiny_bundle(), weights=None, image_size=32,
+    result = ft.finetune("vgg16", dataset=tiny_bundle, weights=None, image_size=32,
                          epochs=1, fine_tune_epochs=1, unfreeze="1 block", batch_size=16,
                          output_dir=str(out), command_line=["test"])
     assert [(r["phase"], r["epoch"]) for r in result.history] == [("head", 0), ("fine_tune", 1)]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.history[0])
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "history.csv", "manifest.json", "metrics.json", "model.keras",
-        "spec.yaml"]
+        "backbone.yaml", "config.yaml", "history.csv", "manifest.json", "metrics.json",
+        "model.keras"]  # no spec.yaml: that name always holds a CNNSpec
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_loss"] > 0
-    spec = runs.read_yaml(out / "spec.yaml")
-    assert spec["backbone"] == "vgg16" and spec["input_shape"] == [28, 28, 1]
-    assert spec["unfrozen_layers"] == 3  # block5_conv1..3
+    run = runs.read_run(out)
+    assert run.spec is None and run.backbone == result.backbone
+    assert run.backbone["backbone"] == "vgg16" and run.backbone["input_shape"] == [28, 28, 1]
+    assert run.backbone["unfrozen_layers"] == 3  # block5_conv1..3
+    assert [(r["phase"], r["epoch"]) for r in run.history] == [("head", 0), ("fine_tune", 1)]
+    assert run.history[1]["learning_rate"] == pytest.approx(1e-4)  # fine_tune_lr
+    assert run.manifest["kind"] == "finetune" and "runtime" in run.manifest
+    with pytest.raises(InputError, match="fine-tuning run"):
+        runs.find_spec_file(out)
     assert (out / "history.csv").read_text().splitlines()[0].startswith("epoch,phase,")
     assert runs.read_json(out / "manifest.json")["command_line"] == ["test"]
 
     model = runs.load_model(out / "model.keras")
-    assert model.kerascnn_metadata["class_names"] == ["class0", "class1"]
+    assert model.kerascnn_metadata["class_names"] == list(tiny_bundle.class_names)
     x = np.random.default_rng(3).integers(0, 256, (4, 28, 28, 1)).astype("uint8")
     np.testing.assert_allclose(model.predict(x, verbose=0), result.model.predict(x, verbose=0),
                                atol=1e-5)
 
 
 @pytest.mark.slow
-def test_finetune_mobilenet_from_a_local_weights_file(tmp_path, mobilenet_weights):
+def test_finetune_mobilenet_from_a_local_weights_file(tmp_path, mobilenet_weights,
+                                                      tiny_bundle):
     from kerascnn import runs
 
     path, _ = mobilenet_weights
     out = tmp_path / "run"
-    result = ft.finetune("mobilenet_v2", dataset=tiny_bundle(), weights=str(path),
+    result = ft.finetune("mobilenet_v2", dataset=tiny_bundle, weights=str(path),
                          image_size=32, epochs=2, fine_tune_epochs=1, unfreeze="2 blocks",
                          batch_size=16, output_dir=str(out))
-    assert runs.read_yaml(out / "spec.yaml")["weights"] == str(path)
+    assert runs.read_yaml(out / "backbone.yaml")["weights"] == str(path)
     assert result.metrics["test_accuracy"] >= 0.5
     model = runs.load_model(out / "model.keras")
     # the saved model still runs its backbone in inference mode
@@ -347,16 +334,16 @@ def test_finetune_mobilenet_from_a_local_weights_file(tmp_path, mobilenet_weight
                    if type(layer).__name__ == "BatchNormalization")
 
 
-def test_finetune_validates_before_writing(tmp_path):
+def test_finetune_validates_before_writing(tmp_path, tiny_bundle):
     out = tmp_path / "run"
-    bundle = tiny_bundle(n=8)
-    with pytest.raises(ValueError, match="unfreeze asks for 99 blocks"):
+    bundle = tiny_bundle
+    with pytest.raises(InputError, match="unfreeze asks for 99 blocks"):
         ft.finetune("mobilenet_v2", dataset=bundle, weights=None, image_size=32,
                     unfreeze="99 blocks", output_dir=str(out))
-    with pytest.raises(ValueError, match="epochs must be an int >= 0"):
+    with pytest.raises(InputError, match="epochs must be an integer >= 0. Received: epochs=-1"):
         ft.finetune("mobilenet_v2", dataset=bundle, weights=None, epochs=-1,
                     output_dir=str(out))
-    with pytest.raises(ValueError, match="Unknown optimizer"):
+    with pytest.raises(InputError, match="Unknown optimizer"):
         ft.finetune("mobilenet_v2", dataset=bundle, weights=None, image_size=32,
                     optimizer="adagrad", output_dir=str(out))
     assert not out.exists()
@@ -368,7 +355,7 @@ def test_public_functions_stay_callable_after_importing_their_modules():
     import kerascnn.finetuning  # noqa: F401
 
     assert callable(kerascnn.finetune) and callable(kerascnn.export)
-    with pytest.raises(ValueError, match="Unknown backbone"):
+    with pytest.raises(InputError, match="Unknown backbone"):
         kerascnn.finetune("nope", dataset=None)
 
 
@@ -394,40 +381,30 @@ def test_cli_bad_input_is_one_line_exit_2(runner, tmp_path, args, match):
     assert not out.exists()
 
 
-def _npz_dataset(tmp_path):
-    rng = np.random.default_rng(0)
-    y = np.arange(40) % 2
-    x = rng.integers(0, 60, (40, 28, 28, 1)).astype("uint8")
-    x[y == 1, :14] += 150
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=x[:32], y_train=y[:32], x_test=x[32:], y_test=y[32:])
-    return path
-
-
-def test_cli_weights_of_another_architecture(runner, tmp_path, mobilenet_weights):
+def test_cli_weights_of_another_architecture(runner, tmp_path, mobilenet_weights,
+                                             two_class_npz):
     from kerascnn.cli import main
 
     path, _ = mobilenet_weights
     out = tmp_path / "run"
     result = runner.invoke(main, ["finetune", "--backbone", "vgg16", "--weights", str(path),
                                   "--image-size", "32", "--dataset",
-                                  str(_npz_dataset(tmp_path)), "--output-dir", str(out)])
-    if "load_dataset" in result.output or "No module" in result.output:
-        pytest.skip("kerascnn.data.load_dataset not available yet")
+                                  str(two_class_npz), "--output-dir", str(out)])
     assert result.exit_code == 2, result.output
     assert "Weights do not fit the backbone" in result.output
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_cli_finetune_writes_the_run_folder(runner, tmp_path, mobilenet_weights):
+def test_cli_finetune_writes_the_run_folder(runner, tmp_path, mobilenet_weights,
+                                            two_class_npz):
     from kerascnn.cli import main
 
     path, _ = mobilenet_weights
     out = tmp_path / "run"
     result = runner.invoke(main, [
         "finetune", "--backbone", "mobilenet_v2", "--weights", str(path), "--image-size", "32",
-        "--dataset", str(_npz_dataset(tmp_path)), "--epochs", "1", "--fine-tune-epochs", "1",
+        "--dataset", str(two_class_npz), "--epochs", "1", "--fine-tune-epochs", "1",
         "--unfreeze", "2 blocks", "--batch-size", "16", "--output-dir", str(out)])
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output

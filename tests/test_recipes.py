@@ -43,6 +43,29 @@ def test_recipe_reads_like_a_keras_io_example(name):
     assert f"`{name}.py`" in (RECIPES / "README.md").read_text()
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_recipe_uses_only_the_public_api(name):
+    """`from kerascnn import X` and `kerascnn.X` only, with every X in `kerascnn.__all__`."""
+    import kerascnn
+
+    tree = ast.parse((RECIPES / f"{name}.py").read_text())
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] == "kerascnn":
+            assert node.module == "kerascnn", f"imports the private module {node.module}"
+            used |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            assert all(a.name == "kerascnn" or not a.name.startswith("kerascnn.")
+                       for a in node.names)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "kerascnn":
+            used.add(node.attr)
+    assert used, "the recipe uses no kerascnn name"
+    assert used <= set(kerascnn.__all__), used - set(kerascnn.__all__)
+    for public in used:
+        assert getattr(kerascnn, public) is not None
+
+
 @pytest.fixture
 def ten_class_npz(tmp_path):
     """30 training and 10 test images per class, 28x28 gray, class = a bright row band."""
