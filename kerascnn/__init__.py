@@ -42,6 +42,7 @@ _LAZY = {
     "export": "kerascnn.exporting",
     "finetune": "kerascnn.finetuning",
     "load_model": "kerascnn.runs",
+    "InputError": "kerascnn.checks",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -108,3 +108,22 @@ def format_duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+# ---------------------------------------------------------------------------
+# Allowed values of choice arguments. They live here, in a pure module, so the
+# command line offers them (click.Choice) without importing the heavy module
+# that uses them; that module imports them from here.
+# ---------------------------------------------------------------------------
+
+SCHEDULES = ("constant", "cosine", "one-cycle", "plateau")
+STRATEGIES = ("none", "mirrored", "multiworker")
+LR_FIND_METHODS = ("steepest", "minimum/10")
+TUNERS = ("hyperband", "bayesian", "random", "grid")
+DISTRIBUTED_ROLES = ("chief", "worker")
+COLOR_MODES = ("grayscale", "rgb", "rgba")
+SPLITS = ("train", "validation", "test")
+EXPORT_FORMATS = ("keras", "saved_model", "tflite", "onnx")
+VISUALIZE_KINDS = ("filters", "feature-maps", "gradcam", "saliency", "learning-curves")
+CAM_METHODS = ("hirescam", "gradcam")
+BACKBONES = ("vgg16", "resnet50", "mobilenet_v2", "efficientnet_b0")

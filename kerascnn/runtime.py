@@ -60,6 +60,9 @@ def start(*, verbose: bool = False) -> dict[str, Any]:
     already = "tensorflow" in sys.modules
     with _captured_stderr_fd() as captured:
         import tensorflow  # noqa: F401  (the import is the point)
+
+        # the device probe (CUDA's cuInit line on a machine without a GPU) prints too
+        tensorflow.config.list_physical_devices()
     text = captured[0] if captured else ""
     if verbose and text:
         sys.stderr.write(text)

@@ -253,3 +253,136 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case_id, line, culprit
     assert lines[0].startswith("Error: ") and culprit in lines[0], lines[0]
     assert _snapshot(world / "existing") == before
     assert {p.name for p in world.iterdir()} == others  # nothing new was created
+
+
+# ---------------------------------------------------------------------------
+# A bug is not bad input: an internal error is exit 1, with its traceback kept
+# ---------------------------------------------------------------------------
+
+INTERNAL = "Error: internal error in kerascnn (a bug, not a problem with your input)"
+
+
+def _break_keras_conv(monkeypatch):
+    """Make Keras itself raise a ValueError when a convolution is built."""
+    import keras
+
+    def build(self, input_shape):
+        raise ValueError("deliberately broken inside Keras (Conv2D.build)")
+
+    monkeypatch.setattr(keras.layers.Conv2D, "build", build)
+
+
+def _crash_file(line: str) -> Path:
+    assert "the traceback is in " in line, line
+    return Path(line.split("the traceback is in ")[1].split("; please report")[0])
+
+
+def test_an_internal_value_error_is_exit_1_with_a_crash_file_in_the_run_folder(
+        world, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    _break_keras_conv(monkeypatch)
+    out = tmp_path / "run"
+    out.mkdir()  # the run folder exists (empty): the crash file goes there
+    result = CliRunner().invoke(main, ["train", "--dataset", str(world / "tiny.npz"),
+                                       "--conv-blocks", "1", "--filters", "4", "--epochs", "1",
+                                       "--output-dir", str(out), "-q"])
+    assert result.exit_code == 1, result.output
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(INTERNAL), lines[0]
+    assert "ValueError: deliberately broken inside Keras" in lines[0]
+    assert "Traceback" not in result.output
+    crash = _crash_file(lines[0])
+    assert crash.parent == out and crash.name.startswith("kerascnn-crash-")
+    text = crash.read_text()
+    assert "Traceback (most recent call last)" in text
+    assert "def build" not in text and "in build" in text  # the frame inside the patched Keras
+    assert "ValueError: deliberately broken inside Keras (Conv2D.build)" in text
+    assert "command: kerascnn train --dataset" in text
+
+
+def test_an_internal_error_without_output_folder_goes_to_the_temp_dir(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    _break_keras_conv(monkeypatch)
+    monkeypatch.setattr(tempfile_module(), "tempdir", str(tmp_path))
+    result = CliRunner().invoke(main, ["summary", "--preset", "lenet5", "--check-keras"])
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(INTERNAL) and "--debug prints it here" in last
+    crash = _crash_file(last)
+    assert crash.parent == tmp_path
+    assert "ValueError: deliberately broken inside Keras" in crash.read_text()
+
+
+def tempfile_module():
+    import tempfile
+
+    return tempfile
+
+
+@pytest.mark.parametrize("argv", [
+    ["--debug", "summary", "--preset", "lenet5", "--check-keras"],
+    ["train", "--conv-blocks", "1", "--filters", "4", "--epochs", "1", "-vv",
+     "--output-dir", "{tmp}/run"],
+])
+def test_debug_and_vv_print_the_traceback(argv, world, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    _break_keras_conv(monkeypatch)
+    monkeypatch.setattr(tempfile_module(), "tempdir", str(tmp_path))
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] == "train":
+        argv += ["--dataset", str(world / "tiny.npz")]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1, result.output
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ValueError: deliberately broken inside Keras" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(INTERNAL) and "--debug prints" not in last
+    assert _crash_file(last).is_file()  # kept on file too
+
+
+def test_an_internal_error_in_a_real_process(world, tmp_path):
+    """The same, as a user sees it: `python -m kerascnn` in its own process."""
+    import subprocess
+    import sys
+
+    code = ("import sys, keras\n"
+            "def build(self, input_shape):\n"
+            "    raise ValueError('deliberately broken inside Keras (Conv2D.build)')\n"
+            "keras.layers.Conv2D.build = build\n"
+            "from kerascnn.cli import main\n"
+            "main(sys.argv[1:])\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "train", "--dataset", str(world / "tiny.npz"),
+         "--conv-blocks", "1", "--filters", "4", "--epochs", "1", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(INTERNAL), proc.stderr
+    crash = _crash_file(last)
+    assert crash.parent == out
+    assert "ValueError: deliberately broken inside Keras (Conv2D.build)" in crash.read_text()
+
+
+def test_a_library_input_error_is_exit_2_one_line(monkeypatch):
+    """The other side: the library's InputError, wherever raised, is bad input."""
+    from click.testing import CliRunner
+
+    import kerascnn
+    from kerascnn import analysis
+
+    def refuse(spec):
+        raise kerascnn.InputError("conv_blocks must fit the input. Received: conv_blocks=9")
+
+    monkeypatch.setattr(analysis, "analyze", refuse)
+    monkeypatch.setattr("kerascnn.cli.summary.analyze", refuse)
+    result = CliRunner().invoke(main, ["summary", "--preset", "lenet5"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "Error: conv_blocks must fit the input. Received: conv_blocks=9"

@@ -1,22 +1,38 @@
 """The `kerascnn` command line.
 
 This package is the only place that imports click or prints. Each command
-lives in its own module and is loaded lazily, so `kerascnn --help` and
-`kerascnn summary` never import TensorFlow.
+lives in its own module and is loaded lazily, and the heavy library modules
+are imported inside the command functions, so `kerascnn --help`,
+`kerascnn summary` and `kerascnn datasets` never import TensorFlow.
 
-Bad input of any kind ends in one line on stderr and exit code 2:
-click's own usage errors, and the `ValueError`/`TypeError` that the library
-raises for arguments it refuses.
+How a command ends:
+
+- bad input (`kerascnn.InputError` from the library, click's usage errors):
+  one line on stderr, `Error: ...`, exit code 2;
+- a bug anywhere else (any other exception): one line saying it is an
+  internal error of kerascnn and where its traceback was written (a crash
+  file in the command's output folder when that exists, else the temporary
+  folder), exit code 1; `kerascnn --debug ...` (or `-vv` on a command)
+  prints the traceback as well.
 """
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import importlib.util
 import os
+import platform
 import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import click
+
+from kerascnn import __version__
+from kerascnn.checks import InputError
 
 # command name -> "module:attribute"
 COMMANDS = {
@@ -35,9 +51,18 @@ COMMANDS = {
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True}
 
+# ctx.meta key (shared by every context of one invocation): the running command's options
+_PARAMS = "kerascnn.params"
+_DEBUG = "kerascnn.debug"
+
+
+def one_line(message: Any) -> str:
+    """`message` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(message).split())
+
 
 class BadInput(click.ClickException):
-    """A user error: printed as one line, exit code 2."""
+    """A user error found by the command line itself: one line, exit code 2."""
 
     exit_code = 2
 
@@ -45,12 +70,88 @@ class BadInput(click.ClickException):
         click.echo(f"Error: {one_line(self.format_message())}", err=True)
 
 
-def one_line(message: str) -> str:
-    return " ".join(str(message).split())
+class InternalError(click.ClickException):
+    """A bug in kerascnn (not the user's input): one line, exit code 1.
+
+    Carries the original exception and its traceback text; the group writes
+    the traceback to a crash file and names it in the line.
+    """
+
+    exit_code = 1
+
+    def __init__(self, error: BaseException, params: dict[str, Any], debug: bool):
+        self.error = error
+        self.params = dict(params)
+        self.debug = debug
+        self.traceback = "".join(traceback.format_exception(type(error), error,
+                                                            error.__traceback__))
+        self.crash_file: Optional[Path] = None
+        super().__init__(one_line(f"{type(error).__name__}: {error}"))
+
+    def write_crash_file(self, argv: list[str]) -> Optional[Path]:
+        """Write the traceback beside the command's results, else in the temp dir."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        text = "\n".join([
+            f"kerascnn {__version__} internal error (a bug in kerascnn, not in the input)",
+            f"time: {datetime.datetime.now().isoformat(timespec='seconds')}",
+            f"command: kerascnn {' '.join(argv)}",
+            f"python: {sys.version.split()[0]} on {platform.platform()}",
+            "",
+            self.traceback,
+        ])
+        for folder in (*crash_folders(self.params), Path(tempfile.gettempdir())):
+            path = folder / f"kerascnn-crash-{stamp}-{os.getpid()}.txt"
+            try:
+                path.write_text(text, encoding="utf-8")
+            except OSError:
+                continue
+            self.crash_file = path
+            return path
+        return None
+
+    def show(self, file=None) -> None:
+        if self.debug or self.crash_file is None:
+            click.echo(self.traceback.rstrip(), err=True)
+        where = (f"the traceback is in {self.crash_file}" if self.crash_file is not None
+                 else "the traceback is above")
+        click.echo(f"Error: internal error in kerascnn (a bug, not a problem with your input): "
+                   f"{self.format_message()} -- {where}; please report it"
+                   + ("" if self.debug else " (--debug prints it here)") + ".", err=True)
+
+
+def crash_folders(params: dict[str, Any]) -> list[Path]:
+    """The command's own output folders that exist: the run or search folder
+    (`--output-dir`, `--directory/--project-name`, `--plots`), never a parent
+    folder shared with other results."""
+    candidates = []
+    if params.get("directory") and params.get("project_name"):
+        candidates.append(Path(params["directory"]) / str(params["project_name"]))
+    candidates += [Path(params[name]) for name in ("output_dir", "plots") if params.get(name)]
+    return [c for c in candidates if c.is_dir()]
+
+
+class Command(click.Command):
+    """A kerascnn command: its options are kept for the error report."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.meta[_PARAMS] = ctx.params
+        return super().invoke(ctx)
+
+
+def command(name: Optional[str] = None, **kwargs: Any) -> Callable:
+    """`click.command` with kerascnn's `Command` class and context settings."""
+    settings = {**CONTEXT_SETTINGS, **kwargs.pop("context_settings", {})}
+    return click.command(name, cls=Command, context_settings=settings, **kwargs)
+
+
+def _is_not_a_bug(error: BaseException) -> bool:
+    """Input errors, click's own exits, and a reader that went away (`| head`)."""
+    return isinstance(error, (InputError, click.exceptions.ClickException,
+                              click.exceptions.Abort, click.exceptions.Exit, BrokenPipeError))
 
 
 class KerasCNNGroup(click.Group):
-    """A lazily loading group whose errors are one line and exit code 2."""
+    """A lazily loading group: bad input is one line and exit code 2, a bug exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [
@@ -63,13 +164,22 @@ class KerasCNNGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
-        if importlib.util.find_spec(module_name) is None:
-            return None
         return getattr(importlib.import_module(module_name), attr)
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            rv = super().main(args=args, prog_name=prog_name or "kerascnn",
+            return super().invoke(ctx)
+        except Exception as e:  # noqa: BLE001 -- sorted into input errors and bugs here
+            if _is_not_a_bug(e):
+                raise
+            params = ctx.meta.get(_PARAMS) or {}
+            debug = bool(ctx.meta.get(_DEBUG)) or (params.get("verbose") or 0) >= 2
+            raise InternalError(e, params, debug) from e
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            rv = super().main(args=argv, prog_name=prog_name or "kerascnn",
                               complete_var=complete_var, standalone_mode=False, **extra)
         except click.exceptions.Abort:
             click.echo("Aborted!", err=True)
@@ -78,32 +188,47 @@ class KerasCNNGroup(click.Group):
             # click's own errors come with usage lines; we keep one line
             click.echo(f"Error: {one_line(e.format_message())}", err=True)
             sys.exit(2)
+        except InternalError as e:
+            e.write_crash_file(argv)
+            e.show()
+            sys.exit(e.exit_code)
         except click.ClickException as e:
             e.show()
             sys.exit(e.exit_code)
-        except (ValueError, TypeError) as e:
+        except InputError as e:
             click.echo(f"Error: {one_line(e)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # `kerascnn datasets | head`: the reader has gone
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
-    """Library logs to stderr: INFO by default, DEBUG with -v, WARNING with -q."""
+    """Library logs to stderr: INFO by default, DEBUG with -vv, WARNING with -q."""
     import logging
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    # TensorFlow's C++ logging is noise for a command-line user
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta[_DEBUG] = value
+    return value
 
 
 @click.group(cls=KerasCNNGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="kerascnn", prog_name="kerascnn")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+              callback=_debug_callback,
+              help="Print the traceback of an internal error (a kerascnn bug) here, "
+                   "not only to its crash file.")
 def main() -> None:
     """Convolutional networks for images, from one spec.
 
@@ -114,4 +239,3 @@ def main() -> None:
     train, evaluate, predict, export, fine-tune pretrained backbones, and look
     at what the network sees.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

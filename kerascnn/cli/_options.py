@@ -1,13 +1,28 @@
-"""Options and parameter types shared by several commands."""
+"""Options and parameter types shared by several commands, and the start of TensorFlow."""
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 import click
+import yaml
+
+from kerascnn import runtime
+from kerascnn.checks import COLOR_MODES, InputError, parse_duration, received
+from kerascnn.files import read_yaml
+from kerascnn.presets import get_preset
+from kerascnn.spec import CNNSpec
+
+
+def start_tensorflow(verbose: int = 0) -> None:
+    """Start TensorFlow before a command imports any heavy module.
+
+    Its C++ start-up lines (absl, oneDNN, CUDA probing) are hidden unless
+    `-v` was given. Every command that uses TensorFlow calls this first.
+    """
+    runtime.start(verbose=verbose > 0)
 
 
 class IntTuple(click.ParamType):
@@ -52,11 +67,9 @@ class Duration(click.ParamType):
     name = "DURATION"
 
     def convert(self, value: Any, param, ctx) -> float:
-        from kerascnn.checks import parse_duration
-
         try:
             return parse_duration(value, param.name if param is not None else "duration")
-        except (ValueError, TypeError) as e:
+        except InputError as e:
             self.fail(str(e), param, ctx)
 
 
@@ -72,11 +85,9 @@ def load_config_callback(ctx: click.Context, param: click.Parameter, value: str 
     """
     if not value:
         return value
-    from kerascnn.runs import read_yaml
-
     try:
         data = read_yaml(value)
-    except ValueError as e:
+    except InputError as e:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from None
     if data is None:
         data = {}
@@ -122,7 +133,7 @@ def dataset_options(f: Callable) -> Callable:
                      help="Where to look for dataset files (also KERASCNN_DATA_DIR)."),
         click.option("--image-size", type=IMAGE_SIZE, default=None,
                      help="Resize images to H,W (inside the model)."),
-        click.option("--color-mode", type=click.Choice(["grayscale", "rgb", "rgba"]),
+        click.option("--color-mode", type=click.Choice(COLOR_MODES),
                      default=None, help="Colour mode for folders of images."),
         click.option("--validation-split", type=click.FloatRange(0.0, 0.9, max_open=True),
                      default=0.1, help="Fraction of training data held out for validation."),
@@ -149,26 +160,24 @@ def output_options(default: str | None = None) -> Callable:
     return decorate
 
 
-def load_dataset_from_options(**kw):
-    """Call `kerascnn.load_dataset` with the values of `dataset_options`."""
-    from kerascnn.data import load_dataset
+DATA_OPTIONS = ("dataset", "data_dir", "image_size", "color_mode", "validation_split",
+                "batch_size", "download")
 
-    image_size = kw.get("image_size")
+
+def square(image_size: tuple[int, ...] | None) -> tuple[int, int] | None:
+    """`--image-size 32` means 32x32."""
     if image_size is not None and len(image_size) == 1:
-        image_size = (image_size[0], image_size[0])
-    return load_dataset(
-        kw.get("dataset") or "fashion_mnist_sample",
-        validation_split=kw.get("validation_split", 0.1),
-        image_size=image_size,
-        color_mode=kw.get("color_mode"),
-        batch_size=kw.get("batch_size", 128),
-        data_dir=kw.get("data_dir"),
-        download=kw.get("download", False),
-        seed=kw.get("seed", 0),
-    )
+        return (image_size[0], image_size[0])
+    return image_size
 
 
-
+def data_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    """The `dataset_options` values as keyword arguments of `load_dataset` (and of
+    `train`, `lr_find`, `finetune`, which take the same names)."""
+    data = {k: kw[k] for k in DATA_OPTIONS if k in kw}
+    if "image_size" in data:
+        data["image_size"] = square(data["image_size"])
+    return data
 
 # ---------------------------------------------------------------------------
 # CNNSpec fields as flags (summary, train)
@@ -186,8 +195,6 @@ class FieldValue(click.ParamType):
     def convert(self, value: Any, param, ctx) -> Any:
         if not isinstance(value, str):
             return value
-        import yaml
-
         text = value.strip()
         if self.kind == "list" and text.lower() in ("", "none", "()", "[]"):
             return ()
@@ -249,11 +256,8 @@ def spec_from_options(*, preset=None, spec_file=None, input_shape=None, num_clas
                       default_preset: str | None = "simple", **kw):
     """A CNNSpec from --preset / --spec FILE and field flags (flags win).
 
-    Raises ValueError (one line at the CLI) for anything the spec refuses.
+    Raises InputError (one line at the CLI) for anything the spec refuses.
     """
-    from kerascnn.presets import get_preset
-    from kerascnn.spec import CNNSpec
-
     if preset and spec_file:
         raise click.UsageError("Give --preset or --config, not both.")
     fields = {k: v for k, v in kw.items() if k in SPEC_FIELD_PARAMS and v is not None}
@@ -261,7 +265,7 @@ def spec_from_options(*, preset=None, spec_file=None, input_shape=None, num_clas
         fields["classifier_activation"] = None
     if spec_file:
         if not Path(spec_file).is_file():
-            raise ValueError(f"Spec file not found. Received: --config {spec_file!r}")
+            raise InputError(f"Spec file not found. {received('--config', spec_file)}")
         spec = CNNSpec.load(spec_file)
         changes = dict(fields)
         if input_shape is not None:
@@ -272,7 +276,7 @@ def spec_from_options(*, preset=None, spec_file=None, input_shape=None, num_clas
     name = preset or default_preset
     if name is None:
         if input_shape is None or num_classes is None:
-            raise ValueError("Without --preset or --config, give --input-shape and --num-classes. "
+            raise InputError("Without --preset or --config, give --input-shape and --num-classes. "
                              f"Received: input_shape={input_shape}, num_classes={num_classes}")
         return CNNSpec(input_shape=tuple(input_shape), num_classes=num_classes, **fields)
     return get_preset(name, input_shape=input_shape, num_classes=num_classes, **fields)

@@ -6,32 +6,24 @@ import json
 
 import click
 
-from kerascnn.cli import configure_logging
-from kerascnn.cli._options import IMAGE_SIZE, seed_option
+from kerascnn.checks import COLOR_MODES
+from kerascnn.cli import command, configure_logging
+from kerascnn.cli._format import shape, size, table
+from kerascnn.cli._options import IMAGE_SIZE, seed_option, square, start_tensorflow
+from kerascnn.data.builtin import list_datasets
+
+OTHER_SOURCES = ("Also: tfds:NAME[:CONFIG] (a prepared tensorflow-datasets dataset), a folder "
+                 "with one subfolder of images per class, or an .npz file "
+                 "(x_train, y_train, x_test, y_test, or x, y).")
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-@click.command("datasets")
+@command("datasets")
 @click.argument("source", required=False)
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="Folder searched first for dataset files (also KERASCNN_DATA_DIR).")
 @click.option("--image-size", type=IMAGE_SIZE, default=None,
               help="With SOURCE: resize images to H,W (needed for mixed sizes).")
-@click.option("--color-mode", type=click.Choice(["grayscale", "rgb", "rgba"]), default=None,
+@click.option("--color-mode", type=click.Choice(COLOR_MODES), default=None,
               help="With SOURCE: colour mode of the images.")
 @click.option("--validation-split", type=click.FloatRange(0.0, 0.9, max_open=True), default=0.1,
               help="With SOURCE: fraction of training data held out for validation.")
@@ -50,43 +42,33 @@ def datasets(source, data_dir, image_size, color_mode, validation_split, downloa
     """
     configure_logging(quiet=True)
     if source is None:
-        from kerascnn.data import list_datasets
-
         rows = list_datasets(data_dir)
         if fmt == "json":
             click.echo(json.dumps(rows, indent=2))
             return
-        table = [["name", "available", "train", "test", "shape", "classes", "size",
-                  "read from"]]
-        for r in rows:
-            table.append([r["name"], "yes" if r["available"] else "no", f"{r['num_train']:,}",
-                          f"{r['num_test']:,}", "x".join(str(d) for d in r["input_shape"]),
-                          str(r["num_classes"]), _size(r["size_bytes"]), r["location"]])
-        click.echo(_table(table))
+        lines = [["name", "available", "train", "test", "shape", "classes", "size", "read from"]]
+        lines += [[r["name"], "yes" if r["available"] else "no", f"{r['num_train']:,}",
+                   f"{r['num_test']:,}", shape(r["input_shape"]), r["num_classes"],
+                   size(r["size_bytes"]), r["location"]] for r in rows]
+        click.echo(table(lines))
         click.echo("")
         for r in rows:
             click.echo(f"{r['name']}: {r['description']}. Classes: {', '.join(r['class_names'])}")
-        click.echo("\nAlso: tfds:NAME[:CONFIG] (a prepared tensorflow-datasets dataset), a folder "
-                   "with one subfolder of images per class, or an .npz file "
-                   "(x_train, y_train, x_test, y_test, or x, y).")
+        click.echo("\n" + OTHER_SOURCES)
         return
 
+    start_tensorflow()
     from kerascnn.data import load_dataset
 
-    if image_size is not None and len(image_size) == 1:
-        image_size = (image_size[0], image_size[0])
-    bundle = load_dataset(source, validation_split=validation_split, image_size=image_size,
+    bundle = load_dataset(source, validation_split=validation_split, image_size=square(image_size),
                           color_mode=color_mode, data_dir=data_dir, download=download, seed=seed)
-    info = bundle.describe()
     if fmt == "json":
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json.dumps(bundle.describe(), indent=2))
         return
-    shape = "x".join(str(d) for d in bundle.input_shape)
+    sees = f" (network sees {shape(bundle.image_size)})" if bundle.image_size else ""
     click.echo(f"source       {bundle.source}")
     click.echo(f"read from    {bundle.location}")
-    click.echo(f"kind         {bundle.kind}, {bundle.dtype}, {shape}"
-               + (f" (network sees {'x'.join(map(str, bundle.image_size))})"
-                  if bundle.image_size else ""))
+    click.echo(f"kind         {bundle.kind}, {bundle.dtype}, {shape(bundle.input_shape)}{sees}")
     click.echo(f"splits       train {bundle.num_train:,}, validation {bundle.num_validation:,}, "
                f"test {bundle.num_test:,}")
     click.echo(f"classes      {bundle.num_classes}: {', '.join(bundle.class_names)}")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
+import logging
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
+from PIL import Image, UnidentifiedImageError
 
-from kerascnn.cli import BadInput, configure_logging
-from kerascnn.cli._options import dataset_options, load_dataset_from_options, verbosity_options
+from kerascnn.checks import EXPORT_FORMATS, SPLITS, InputError, received
+from kerascnn.cli import BadInput, command, configure_logging
+from kerascnn.cli._format import csv_text, decimal, size, table
+from kerascnn.cli._options import (data_kwargs, dataset_options, start_tensorflow,
+                                   verbosity_options)
 
 OUTPUT_FORMATS = ("table", "json", "csv")
 # dataset options that `evaluate` takes from the model's training config unless given
@@ -21,28 +23,6 @@ TRAINING_DATA_OPTIONS = ("dataset", "image_size", "color_mode", "validation_spli
 
 def _model_argument(f):
     return click.argument("model", type=click.Path(path_type=str))(f)
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def _csv_text(rows: list[list]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
-def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for r in rows:
-        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
-                 for i, (c, w) in enumerate(zip(r, widths))]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -56,18 +36,18 @@ def _evaluation_table(result) -> str:
            f"loss: {result.loss:.4f}", ""]
     rows = [["class", "precision", "recall", "f1", "support", "loss"]]
     for c in d["per_class"]:
-        rows.append([c["class"], _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["f1"]),
-                     str(c["support"]), _fmt(c["loss"])])
+        rows.append([c["class"], decimal(c["precision"]), decimal(c["recall"]), decimal(c["f1"]),
+                     str(c["support"]), decimal(c["loss"])])
     for name, avg in (("macro avg", d["macro_avg"]), ("weighted avg", d["weighted_avg"])):
-        rows.append([name, _fmt(avg["precision"]), _fmt(avg["recall"]), _fmt(avg["f1"]),
+        rows.append([name, decimal(avg["precision"]), decimal(avg["recall"]), decimal(avg["f1"]),
                      str(result.num_samples), ""])
-    out.append(_table(rows, right={1, 2, 3, 4, 5}))
+    out.append(table(rows, right={1, 2, 3, 4, 5}))
     out += ["", "confusion matrix (rows: true class, columns: predicted class)"]
     short = [n if len(n) <= 12 else n[:11] + "." for n in result.class_names]
     cm_rows = [[""] + short]
     for name, row in zip(short, result.confusion_matrix):
         cm_rows.append([name] + [str(int(v)) for v in row])
-    out.append(_table(cm_rows, right=set(range(1, len(short) + 1))))
+    out.append(table(cm_rows, right=set(range(1, len(short) + 1))))
     return "\n".join(out)
 
 
@@ -79,13 +59,13 @@ def _evaluation_csv(result) -> str:
     m = result.macro
     rows.append(["all", m["precision"], m["recall"], m["f1"], result.num_samples,
                  result.accuracy, result.loss])
-    return _csv_text(rows)
+    return csv_text(rows)
 
 
-@click.command("evaluate")
+@command("evaluate")
 @_model_argument
 @dataset_options
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test",
+@click.option("--split", type=click.Choice(SPLITS), default="test",
               help="Which split of the dataset to evaluate on.")
 @click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="table",
               help="How to print the results.")
@@ -105,7 +85,12 @@ def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet
     overall accuracy and loss).
     """
     configure_logging(verbose, quiet)
+    start_tensorflow(verbose)
+    from kerascnn.data import load_dataset
+    from kerascnn.evaluation import evaluate as run_evaluate
+    from kerascnn.evaluation import resolve_model
     from kerascnn.runs import check_model_path, prepare_output_dir, read_model_metadata
+    from kerascnn.visualize import evaluation_plots
 
     trained = read_model_metadata(check_model_path(model)).get("config") or {}
     ctx = click.get_current_context()
@@ -116,29 +101,21 @@ def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet
                 seed = value
             else:
                 data_kw[name] = tuple(value) if isinstance(value, list) else value
-    plot_fn = None
     if plots:
         prepare_output_dir(plots, overwrite=overwrite)
-        try:
-            from kerascnn.visualize import evaluation_plots as plot_fn
-        except ImportError:
-            raise BadInput("--plots needs kerascnn.visualize.evaluation_plots, which this "
-                           "installation does not have. Run without --plots.") from None
-    from kerascnn.evaluation import evaluate as run_evaluate
-    from kerascnn.evaluation import resolve_model
-
     keras_model = resolve_model(model)
-    bundle = load_dataset_from_options(seed=seed, **data_kw)
-    result = run_evaluate(keras_model, bundle, split=split, batch_size=data_kw["batch_size"])
+    data = data_kwargs(data_kw)
+    bundle = load_dataset(data.pop("dataset"), **data, seed=seed)
+    result = run_evaluate(keras_model, bundle, split=split, batch_size=data["batch_size"])
     if output_format == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif output_format == "csv":
         click.echo(_evaluation_csv(result), nl=False)
     else:
         click.echo(_evaluation_table(result))
-    if plot_fn is not None:
+    if plots:
         Path(plots).mkdir(parents=True, exist_ok=True)
-        written = plot_fn(keras_model, bundle, result, plots)
+        written = evaluation_plots(keras_model, bundle, result, plots)
         if not quiet:
             for path in written or []:
                 click.echo(f"Wrote {path}", err=True)
@@ -149,7 +126,7 @@ def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet
 # ---------------------------------------------------------------------------
 
 
-@click.command("predict")
+@command("predict")
 @_model_argument
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=str),
                 metavar="FILES_OR_DIRS...")
@@ -168,16 +145,16 @@ def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
     converted to the model's colour mode and resized to its input size.
     """
     configure_logging(verbose, quiet)
+    start_tensorflow(verbose)
     from kerascnn.evaluation import find_images
+    from kerascnn.evaluation import predict as run_predict
     from kerascnn.runs import check_model_path
 
     # a bad model, a missing path, an empty folder or a file that is not an
-    # image is refused before TensorFlow loads the model (seconds)
+    # image is refused before the model is loaded
     check_model_path(model)
     files = find_images(list(inputs))
-    _check_image_headers(files)
-    from kerascnn.evaluation import predict as run_predict
-
+    check_image_headers(files)
     result = run_predict(model, [str(f) for f in files], top_k=top_k, batch_size=batch_size)
     rows = result.rows()
     top_k = result.top_k
@@ -194,19 +171,16 @@ def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
             for p in r["predictions"]:
                 line += [p["class"], f"{p['probability']:.6g}"]
             lines.append(line)
-        click.echo(_csv_text(lines), nl=False)
+        click.echo(csv_text(lines), nl=False)
         return
-    table = [["file"] + [f"top-{k}" for k in range(1, top_k + 1)]]
-    for r in rows:
-        table.append([r["file"]] + [f"{p['class']} {p['probability']:.3f}"
-                                    for p in r["predictions"]])
-    click.echo(_table(table))
+    lines = [["file"] + [f"top-{k}" for k in range(1, top_k + 1)]]
+    lines += [[r["file"]] + [f"{p['class']} {p['probability']:.3f}" for p in r["predictions"]]
+              for r in rows]
+    click.echo(table(lines))
 
 
-def _check_image_headers(files) -> None:
+def check_image_headers(files) -> None:
     """Each file opens as an image (header only, no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-
     for path in files:
         try:
             with Image.open(path):
@@ -214,8 +188,8 @@ def _check_image_headers(files) -> None:
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
                 Image.DecompressionBombError) as e:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ValueError(f"Could not read image {str(path)!r}: {reason}. "
-                             f"Received: {str(path)!r}") from None
+            raise InputError(f"Could not read image {str(path)!r}: {reason}. "
+                             f"{received('image', str(path))}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -223,18 +197,9 @@ def _check_image_headers(files) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-@click.command("export")
+@command("export")
 @_model_argument
-@click.option("--format", "export_format",
-              type=click.Choice(["keras", "saved_model", "tflite", "onnx"]), default="keras",
+@click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), default="keras",
               help="Export format (onnx needs `pip install 'kerascnn[onnx]'`).")
 @click.option("--output", "-o", type=click.Path(path_type=str), required=True,
               help="File to write (a folder for saved_model).")
@@ -249,25 +214,25 @@ def export(model, export_format, output, overwrite, tolerance, verbose, quiet):
     largest difference from the Keras model's outputs is reported, and an
     export above --tolerance is deleted and reported as an error (exit 1).
     """
-    import logging
-
     configure_logging(verbose, quiet)
     if not verbose:  # converters' own chatter; the export is checked whatever they say
         for name in ("absl", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)
+    start_tensorflow(verbose)
     from kerascnn.exporting import ExportVerificationError
     from kerascnn.exporting import export as run_export
 
     try:
         result = run_export(model, output, format=export_format, overwrite=overwrite,
                             tolerance=tolerance)
-    except ImportError as e:
+    except ImportError as e:  # the onnx extra is not installed
         raise BadInput(str(e)) from None
     except ExportVerificationError as e:
         raise click.ClickException(str(e)) from None
     reference = "keras" if result.converted_from is None else "keras float32"
-    click.echo(f"Exported {result.format} to {result.path} ({_human_size(result.size_bytes)}); "
+    click.echo(f"Exported {result.format} to {result.path} "
+               f"({size(result.size_bytes, binary=True)}); "
                f"max |{result.format} - {reference}| = {result.max_abs_diff:.3g} on "
                f"{result.num_samples} samples (tolerance {result.tolerance:g}).")
     if result.converted_from is not None:

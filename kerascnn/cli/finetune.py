@@ -6,23 +6,16 @@ import sys
 
 import click
 
-from kerascnn.cli import configure_logging
-from kerascnn.cli._options import (
-    config_option,
-    dataset_options,
-    output_options,
-    seed_option,
-    verbosity_options,
-)
-
-DOCUMENTED_BACKBONES = ("vgg16", "resnet50", "mobilenet_v2", "efficientnet_b0")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+from kerascnn.checks import BACKBONES, OPTIMIZERS
+from kerascnn.cli import command, configure_logging
+from kerascnn.cli._options import (config_option, data_kwargs, dataset_options, output_options,
+                                   seed_option, start_tensorflow, verbosity_options)
 
 
-@click.command("finetune")
+@command("finetune")
 @config_option()
 @click.option("--backbone", default="mobilenet_v2",
-              help=f"{', '.join(DOCUMENTED_BACKBONES)}, or any keras.applications model by "
+              help=f"{', '.join(BACKBONES)}, or any keras.applications model by "
                    f"name (e.g. densenet121).")
 @click.option("--weights", default="imagenet",
               help="'imagenet' (downloaded by Keras; needs a network), 'none', or the path of "
@@ -68,15 +61,17 @@ def finetune(config, backbone, weights, dataset, data_dir, image_size, color_mod
         --weights mobilenet_v2_imagenet_notop.weights.h5 --output-dir runs/ft
     """
     configure_logging(verbose, quiet)
+    start_tensorflow(verbose)
     from kerascnn.finetuning import finetune as run_finetune
 
     unfreeze_value = int(unfreeze) if str(unfreeze).strip().isdigit() else unfreeze
+    data = data_kwargs(dict(dataset=dataset, data_dir=data_dir, image_size=image_size,
+                            color_mode=color_mode, validation_split=validation_split,
+                            batch_size=batch_size, download=download))
     result = run_finetune(
-        backbone, dataset=dataset, weights=weights, image_size=image_size, epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs, unfreeze=unfreeze_value, learning_rate=learning_rate,
-        fine_tune_lr=fine_tune_lr, optimizer=optimizer, dropout=dropout, batch_size=batch_size,
-        validation_split=validation_split, data_dir=data_dir, color_mode=color_mode,
-        download=download, output_dir=output_dir, overwrite=overwrite, seed=seed,
+        backbone, **data, weights=weights, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+        unfreeze=unfreeze_value, learning_rate=learning_rate, fine_tune_lr=fine_tune_lr,
+        optimizer=optimizer, dropout=dropout, output_dir=output_dir, overwrite=overwrite, seed=seed,
         verbose=1 if verbose else 0, command_line=["kerascnn", *sys.argv[1:]],
     )
     if not quiet:

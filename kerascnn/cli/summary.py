@@ -6,40 +6,24 @@ import json
 
 import click
 
-from kerascnn.cli._options import spec_from_options, spec_options
-
-
-def _shape(shape) -> str:
-    return "x".join(str(d) for d in shape)
-
-
-def _rows(analysis):
-    for layer in analysis.layers:
-        yield [layer.name, layer.kind, _shape(layer.output_shape), str(layer.receptive_field),
-               f"{layer.params + layer.non_trainable_params:,}", f"{layer.macs:,}"]
-
+from kerascnn.analysis import analyze
+from kerascnn.cli import command
+from kerascnn.cli._format import shape, table
+from kerascnn.cli._options import spec_from_options, spec_options, start_tensorflow
 
 HEADER = ["layer", "kind", "output", "RF", "params", "MACs"]
+_RIGHT = (3, 4, 5)
 
 
-def render_table(analysis) -> str:
-    rows = [HEADER] + list(_rows(analysis))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
-    right = {3, 4, 5}
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    lines.append("")
-    lines.extend(_totals(analysis))
-    return "\n".join(lines)
+def _rows(analysis) -> list[list[str]]:
+    return [[layer.name, layer.kind, shape(layer.output_shape), str(layer.receptive_field),
+             f"{layer.params + layer.non_trainable_params:,}", f"{layer.macs:,}"]
+            for layer in analysis.layers]
 
 
 def _totals(analysis) -> list[str]:
     return [
-        f"Input: {_shape(analysis.input_shape)}    Receptive field: {analysis.receptive_field}",
+        f"Input: {shape(analysis.input_shape)}    Receptive field: {analysis.receptive_field}",
         f"Total params: {analysis.total_params:,}",
         f"Trainable params: {analysis.trainable_params:,}",
         f"Non-trainable params: {analysis.non_trainable_params:,}",
@@ -47,13 +31,19 @@ def _totals(analysis) -> list[str]:
     ]
 
 
+def render_table(analysis) -> str:
+    """The layer table as aligned text, then the totals."""
+    return "\n".join([table([HEADER, *_rows(analysis)], right=_RIGHT, rule=True), "",
+                      *_totals(analysis)])
+
+
 def render_markdown(analysis) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(analysis)]
-    return "\n".join(lines + [""] + [f"- {t}" for t in _totals(analysis)])
+    """The layer table in Markdown, then the totals as a list."""
+    return "\n".join([table([HEADER, *_rows(analysis)], markdown=True), "",
+                      *(f"- {t}" for t in _totals(analysis))])
 
 
-@click.command(context_settings={"show_default": True})
+@command()
 @spec_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]),
               default="table", help="Output format.")
@@ -71,8 +61,6 @@ def summary(fmt: str, check_keras: bool, **kw) -> None:
       kerascnn summary --preset simple --input-shape 32,32,3 --conv-blocks 3
       kerascnn summary --config spec.yaml --format markdown
     """
-    from kerascnn.analysis import analyze
-
     spec = spec_from_options(**kw)
     analysis = analyze(spec)
     if fmt == "json":
@@ -82,6 +70,7 @@ def summary(fmt: str, check_keras: bool, **kw) -> None:
     else:
         click.echo(render_table(analysis))
     if check_keras:
+        start_tensorflow()
         from kerascnn.builders import build_cnn, check_against_keras
 
         problems = check_against_keras(build_cnn(spec), analysis)

@@ -7,34 +7,32 @@ from pathlib import Path
 
 import click
 
-from kerascnn.cli import configure_logging
-from kerascnn.cli._options import (SPEC_FIELD_PARAMS, dataset_options, seed_option,
-                                   spec_from_options, spec_options, verbosity_options)
+from kerascnn.checks import (LR_FIND_METHODS, OPTIMIZERS, SCHEDULES, STRATEGIES, InputError,
+                             received)
+from kerascnn.cli import command, configure_logging
+from kerascnn.cli._options import (SPEC_FIELD_PARAMS, data_kwargs, dataset_options, seed_option,
+                                   spec_from_options, spec_options, start_tensorflow,
+                                   verbosity_options)
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
-SCHEDULES = ("constant", "cosine", "one-cycle", "plateau")
-STRATEGIES = ("none", "mirrored", "multiworker")
 _SPEC_KEYS = ("preset", "spec_file", "input_shape", "num_classes", *SPEC_FIELD_PARAMS)
-_DATA_KEYS = ("dataset", "data_dir", "image_size", "color_mode", "validation_split",
-              "batch_size", "download")
 
 
 def find_spec_file(directory: str) -> Path:
     """The spec.yaml of a run folder or a tune result (`DIR`, `DIR/best`, `DIR/<project>/best`)."""
     root = Path(directory)
     if not root.is_dir():
-        raise ValueError(f"--from needs a run folder or a tune result folder. "
+        raise InputError(f"--from needs a run folder or a tune result folder. "
                          f"Received: --from {directory!r}")
     candidates = [root / "spec.yaml", root / "best" / "spec.yaml"]
     candidates += sorted(root.glob("*/best/spec.yaml"))
     found = [c for c in candidates if c.is_file()]
     if len({c.parent for c in found}) > 1 and not (root / "spec.yaml").is_file() \
             and not (root / "best" / "spec.yaml").is_file():
-        raise ValueError(f"--from {directory!r} holds several tune results "
+        raise InputError(f"--from {directory!r} holds several tune results "
                          f"({', '.join(str(c.parent.parent) for c in found)}); name one. "
                          f"Received: --from {directory!r}")
     if not found:
-        raise ValueError(f"No spec.yaml in {directory!r} (looked for spec.yaml, best/spec.yaml "
+        raise InputError(f"No spec.yaml in {directory!r} (looked for spec.yaml, best/spec.yaml "
                          f"and */best/spec.yaml). Received: --from {directory!r}")
     return found[0]
 
@@ -52,7 +50,7 @@ def spec_factory(kw: dict, from_dir: str | None):
             raise click.UsageError("Give one of --from, --preset or --config.")
         spec_kw["spec_file"] = str(find_spec_file(from_dir))
     if spec_kw["spec_file"] and not Path(spec_kw["spec_file"]).is_file():
-        raise ValueError(f"Spec file not found. Received: --config {spec_kw['spec_file']!r}")
+        raise InputError(f"Spec file not found. {received('--config', spec_kw['spec_file'])}")
 
     def make(input_shape, num_classes):
         if spec_kw["spec_file"]:
@@ -65,14 +63,6 @@ def spec_factory(kw: dict, from_dir: str | None):
     # checked at its own input shape: the fields' values, not yet their fit to the data)
     make(None, None)
     return make
-
-
-def _data_kwargs(kw: dict) -> dict:
-    data = {k: kw.get(k) for k in _DATA_KEYS}
-    size = data["image_size"]
-    if size is not None and len(size) == 1:
-        data["image_size"] = (size[0], size[0])
-    return data
 
 
 def _from_option(f):
@@ -88,7 +78,7 @@ def _network_and_data_options(f):
     return spec_options(_from_option(dataset_options(f)))
 
 
-@click.command("train")
+@command("train")
 @_network_and_data_options
 @click.option("--epochs", type=click.IntRange(min=1), default=10, help="Maximum epochs.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam")
@@ -136,10 +126,11 @@ def train(from_dir, normalize, epochs, optimizer, learning_rate, weight_decay, s
     """
     configure_logging(verbose, quiet)
     make_spec = spec_factory(kw, from_dir)
+    start_tensorflow(verbose)
     from kerascnn.training import train as run_training
 
     result = run_training(
-        make_spec, **_data_kwargs(kw), normalize=normalize, epochs=epochs,
+        make_spec, **data_kwargs(kw), normalize=normalize, epochs=epochs,
         optimizer=optimizer, learning_rate=learning_rate, weight_decay=weight_decay,
         schedule=schedule, early_stopping=early_stopping, seed=seed,
         deterministic=deterministic, mixed_precision=mixed_precision, jit=jit,
@@ -162,14 +153,14 @@ def train(from_dir, normalize, epochs, optimizer, learning_rate, weight_decay, s
         sys.exit(1)
 
 
-@click.command("lr-find")
+@command("lr-find")
 @_network_and_data_options
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam")
 @click.option("--start-lr", type=click.FloatRange(min=0, min_open=True), default=1e-7)
 @click.option("--end-lr", type=click.FloatRange(min=0, min_open=True), default=10.0)
 @click.option("--steps", type=click.IntRange(min=10), default=200,
               help="Batches in the range test.")
-@click.option("--method", type=click.Choice(["steepest", "minimum/10"]), default="steepest",
+@click.option("--method", type=click.Choice(LR_FIND_METHODS), default="steepest",
               help="How the rate is suggested from the smoothed loss curve.")
 @click.option("--output", type=click.Path(dir_okay=False), default="lr_find.png",
               help="Where to save the loss-vs-rate plot (PNG).")
@@ -191,9 +182,10 @@ def lr_find(from_dir, normalize, optimizer, start_lr, end_lr, steps, method, out
     """
     configure_logging(verbose, quiet)
     make_spec = spec_factory(kw, from_dir)
+    start_tensorflow(verbose)
     from kerascnn.training import lr_find as range_test
 
-    result = range_test(make_spec, **_data_kwargs(kw), normalize=normalize,
+    result = range_test(make_spec, **data_kwargs(kw), normalize=normalize,
                         optimizer=optimizer, start_lr=start_lr, end_lr=end_lr, steps=steps,
                         method=method, output=output, overwrite=overwrite, seed=seed)
     if quiet:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
+import yaml
 
-from kerascnn.cli._options import (DURATION, config_option, dataset_options, seed_option,
-                                   verbosity_options)
-
-TUNERS = ("hyperband", "bayesian", "random", "grid")  # kerascnn.tuning.TUNERS (no TF import)
+from kerascnn.checks import DISTRIBUTED_ROLES, TUNERS, InputError
+from kerascnn.cli import command, configure_logging, one_line
+from kerascnn.cli._options import (DURATION, config_option, data_kwargs, dataset_options,
+                                   seed_option, start_tensorflow, verbosity_options)
+from kerascnn.distributed import WorkerResult, resolve
+from kerascnn.files import read_yaml
 
 
 class SpaceParam(click.ParamType):
@@ -22,17 +26,11 @@ class SpaceParam(click.ParamType):
     def convert(self, value: Any, param, ctx) -> dict:
         if value is None or isinstance(value, dict):
             return value
-        import os
-
-        import yaml
-
         text = str(value)
         if os.path.exists(text):
-            from kerascnn.runs import read_yaml
-
             try:
                 data = read_yaml(text)
-            except ValueError as e:
+            except InputError as e:
                 self.fail(str(e), param, ctx)
             if isinstance(data, dict) and isinstance(data.get("space"), dict):
                 data = data["space"]  # a search.yaml
@@ -62,7 +60,7 @@ class NamesParam(click.ParamType):
         return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@command()
 @config_option()
 @dataset_options
 @click.option("--tuner", type=click.Choice(TUNERS), default="hyperband",
@@ -103,7 +101,7 @@ class NamesParam(click.ParamType):
                    "goes (the leaderboard keeps every trial).")
 @click.option("--max-failed-trials", type=click.IntRange(min=1), default=3,
               help="Consecutive failed trials (a crash, a NaN loss) that end the search.")
-@click.option("--distributed", type=click.Choice(("chief", "worker")), default=None,
+@click.option("--distributed", type=click.Choice(DISTRIBUTED_ROLES), default=None,
               help="Distributed search (keras-tuner's gRPC oracle): the chief serves the "
                    "oracle and writes the results, workers train (docs/distributed.md).")
 @click.option("--oracle-address", default=None, metavar="HOST:PORT",
@@ -128,29 +126,27 @@ def tune(config, dataset, data_dir, image_size, color_mode, validation_split, ba
     on the test split), best/spec.yaml, best/metrics.json, search.yaml
     (reusable as --config), manifest.json and keras-tuner's own state.
     """
-    from kerascnn.cli import configure_logging
-
     configure_logging(verbose, quiet)
-    from kerascnn.distributed import WorkerResult, resolve
-
     # addresses and ids are refused before TensorFlow loads
     resolve(distributed, oracle_address, worker_id, chief_timeout)
-    from kerascnn.tuning import format_leaderboard, tune as run_tune
+    start_tensorflow(verbose)
+    from kerascnn.tuning import format_leaderboard
+    from kerascnn.tuning import tune as run_tune
 
+    data = data_kwargs(dict(dataset=dataset, data_dir=data_dir, image_size=image_size,
+                            color_mode=color_mode, validation_split=validation_split,
+                            batch_size=batch_size, download=download))
     try:
         result = run_tune(
-            dataset, space=space, tuner=tuner, max_trials=max_trials, epochs=epochs,
-            time_budget=time_budget, max_params=max_params, max_macs=max_macs, patience=patience,
-            batch_size=batch_size, validation_split=validation_split, image_size=image_size,
-            color_mode=color_mode, data_dir=data_dir, download=download,
-            per_block_filters=per_block_filters, augmentation=augmentation, directory=directory,
-            project_name=project_name, overwrite=overwrite, seed=seed, verbose=verbose,
-            tensorboard=tensorboard, keep_checkpoints=keep_checkpoints, max_failed_trials=max_failed_trials,
+            data.pop("dataset"), **data, space=space, tuner=tuner, max_trials=max_trials,
+            epochs=epochs, time_budget=time_budget, max_params=max_params, max_macs=max_macs,
+            patience=patience, per_block_filters=per_block_filters, augmentation=augmentation,
+            directory=directory, project_name=project_name, overwrite=overwrite, seed=seed,
+            verbose=verbose, tensorboard=tensorboard, keep_checkpoints=keep_checkpoints,
+            max_failed_trials=max_failed_trials,
             distributed=distributed, oracle_address=oracle_address, worker_id=worker_id,
             chief_timeout=chief_timeout, command_line=["kerascnn", *sys.argv[1:]])
     except RuntimeError as e:  # no chief, no completed trial: one line, exit 1
-        from kerascnn.cli import one_line
-
         raise click.ClickException(one_line(str(e))) from None
     if isinstance(result, WorkerResult):
         if not quiet:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import click
 
-from kerascnn.cli import CONTEXT_SETTINGS, configure_logging
-from kerascnn.cli._options import verbosity_options
-from kerascnn.visualize import CAM_METHODS, KINDS
+from kerascnn.checks import CAM_METHODS, VISUALIZE_KINDS
+from kerascnn.cli import command, configure_logging
+from kerascnn.cli.evaluate import check_image_headers
+from kerascnn.cli._options import start_tensorflow, verbosity_options
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@command()
 @click.argument("model", type=click.Path())
-@click.option("--kind", type=click.Choice(KINDS), required=True,
+@click.option("--kind", type=click.Choice(VISUALIZE_KINDS), required=True,
               help="filters: first-layer kernels; feature-maps: each block's activations; "
                    "gradcam: class activation heat map; saliency: input gradients; "
                    "learning-curves: MODEL is a run folder (or history.csv), no image.")
@@ -44,23 +45,22 @@ def visualize(model, kind, image, output, class_index, layer, cam_method, overwr
         kerascnn visualize runs/simple --kind learning-curves -o curves.png
     """
     configure_logging(verbose, quiet)
-    if image is not None:  # a file that is not an image: refused before TensorFlow loads
-        from kerascnn.cli.evaluate import _check_image_headers
-
-        _check_image_headers([image])
-    from kerascnn.visualize import visualize as draw
-
     if kind == "learning-curves" and (image is not None or class_index is not None):
         raise click.UsageError("--kind learning-curves takes a run folder only; "
                                "--image and --class do not apply. "
                                f"Received: image={image!r}, class={class_index!r}")
+    if image is not None:  # a file that is not an image: refused before TensorFlow loads
+        check_image_headers([image])
+    start_tensorflow(verbose)
+    from kerascnn.visualize import visualize as draw
+
     plot = draw(model, kind, output, image=image, class_index=class_index, layer=layer,
                 cam_method=cam_method, overwrite=overwrite)
     if not quiet:
         click.echo(f"{plot.title}: {plot.path}")
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@command()
 @click.argument("search_dir", type=click.Path())
 @click.option("--output", "-o", type=click.Path(file_okay=False), required=True,
               help="Folder for index.html, report.md and the pictures.")
@@ -77,6 +77,7 @@ def report(search_dir, output, top, overwrite, verbose, quiet):
     score by N, M and K, and the learning curves of the best trials.
     """
     configure_logging(verbose, quiet)
+    start_tensorflow(verbose)
     from kerascnn.report import write_report
 
     paths = write_report(search_dir, output, top=top, overwrite=overwrite)

@@ -1,0 +1,91 @@
+"""A clean terminal (issue 14): TensorFlow's C++ start-up lines stay hidden.
+
+Real processes, as a user runs them, with no `TF_CPP_MIN_LOG_LEVEL` set:
+`kerascnn train` and `kerascnn tune` on tiny data print kerascnn's own
+progress lines and errors, and no absl / TensorFlow C++ line; with `-v` the
+TensorFlow lines come back (when this TensorFlow prints any).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# absl's format (I0000 00:00:... file.cc:12] ...) and TensorFlow's usual start-up notes
+NOISE = [re.compile(p) for p in (r"^[IWEF]\d{4} ", r"oneDNN", r"cuda", r"cuInit", r"TF-TRT",
+                                 r"absl::InitializeLog", r"cpu_feature_guard",
+                                 r"rebuild TensorFlow")]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kerascnn", *args], capture_output=True,
+                          text=True, env=_env(), timeout=timeout)
+
+
+def _noise(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if any(p.search(line) for p in NOISE)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    from kerascnn.data import builtin
+
+    path = tmp_path_factory.mktemp("terminal") / "tiny.npz"
+    with np.load(builtin.SAMPLE_PATH) as f:
+        np.savez(path, x_train=f["x_train"][:120], y_train=f["y_train"][:120],
+                 x_test=f["x_test"][:30], y_test=f["y_test"][:30])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tensorflow_says() -> list[str]:
+    """What importing TensorFlow and probing its devices prints here, unhidden."""
+    proc = subprocess.run([sys.executable, "-c", "import tensorflow as tf; "
+                           "tf.config.list_physical_devices(); print(tf.constant(1.0) + 1)"],
+                          capture_output=True, text=True, env=_env(), timeout=600)
+    return _noise(proc.stderr)
+
+
+def test_train_prints_no_tensorflow_start_up_line(tiny, tmp_path, tensorflow_says):
+    out = tmp_path / "run"
+    proc = _run("train", "--dataset", str(tiny), "--conv-blocks", "1", "--filters", "4",
+                "--dense-units", "none", "--epochs", "1", "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert _noise(proc.stderr) == [], proc.stderr
+    assert "Trained 1 epochs" in proc.stdout  # kerascnn's own lines stay
+    assert "Dataset " in proc.stderr and "epoch 1/1" in proc.stderr
+    # an error found after TensorFlow started is one line, with nothing around it
+    again = _run("train", "--dataset", str(tiny), "--conv-blocks", "1", "--output-dir", str(out))
+    assert again.returncode == 2, again.stderr
+    lines = [line for line in again.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "--overwrite" in lines[0], lines
+    # -v brings TensorFlow's lines back (when this TensorFlow prints any)
+    verbose = _run("train", "--dataset", str(tiny), "--conv-blocks", "1", "--output-dir",
+                   str(out), "-v")
+    assert verbose.returncode == 2, verbose.stderr
+    if tensorflow_says:
+        assert _noise(verbose.stderr), (tensorflow_says, verbose.stderr)
+    assert verbose.stderr.strip().splitlines()[-1] == lines[0]
+
+
+def test_tune_prints_no_tensorflow_start_up_line(tiny, tmp_path):
+    proc = _run("tune", "--dataset", str(tiny), "--tuner", "random", "--max-trials", "1",
+                "--epochs", "1", "--directory", str(tmp_path), "--project-name", "p")
+    assert proc.returncode == 0, proc.stderr
+    assert _noise(proc.stderr) == [], proc.stderr
+    assert "trial 1/1" in proc.stderr  # the search's progress line
+    assert "Best model:" in proc.stdout
