@@ -25,7 +25,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from kerascnn import runtime
+from kerascnn.checks import InputError, check_choice, check_int, received
+from kerascnn.data import load_dataset
 from kerascnn.images import COLOR_MODES, IMAGE_EXTENSIONS, find_images, load_image  # noqa: F401
+from kerascnn.inspection import (class_names_of, image_input_shape,  # noqa: F401
+                                 outputs_probabilities, resolve_model)
 
 logger = logging.getLogger(__name__)
 
@@ -34,70 +39,8 @@ _EPSILON = 1e-7  # keras.backend.epsilon(): what Keras clips probabilities to
 
 
 # ---------------------------------------------------------------------------
-# Model helpers
+# From model outputs to probabilities
 # ---------------------------------------------------------------------------
-
-
-def resolve_model(model: Any):
-    """A `keras.Model` from a model or a path (`.keras`, run folder, tune folder)."""
-    if isinstance(model, (str, os.PathLike)):
-        from kerascnn.runs import load_model
-
-        return load_model(model, compile=False)
-    if not (hasattr(model, "inputs") and hasattr(model, "predict_on_batch")):
-        raise TypeError(
-            f"Expected a keras.Model or the path of a '.keras' file, run folder or tune folder. "
-            f"Received: model of type {type(model).__name__}")
-    return model
-
-
-def model_input_shape(model) -> tuple[int | None, ...]:
-    """The shape one sample must have (without the batch axis)."""
-    inputs = getattr(model, "inputs", None) or []
-    if len(inputs) != 1:
-        raise ValueError(
-            f"Only models with one image input are supported. "
-            f"Received: a model with {len(inputs)} inputs")
-    shape = tuple(inputs[0].shape[1:])
-    if len(shape) != 3:
-        raise ValueError(
-            f"The model must take images of shape (height, width, channels). "
-            f"Received: input shape {shape}")
-    return shape
-
-
-def num_model_classes(model) -> int:
-    outputs = getattr(model, "outputs", None) or []
-    if len(outputs) != 1 or len(outputs[0].shape) != 2 or outputs[0].shape[-1] is None:
-        shapes = [tuple(o.shape) for o in outputs]
-        raise ValueError(
-            f"Only classifiers with one output of shape (batch, classes) are supported. "
-            f"Received: output shapes {shapes}")
-    return int(outputs[0].shape[-1])
-
-
-def outputs_probabilities(model) -> bool:
-    """Whether the model's output already is a probability (softmax or sigmoid)."""
-    last = model.layers[-1]
-    if type(last).__name__ == "Softmax":
-        return True
-    activation = getattr(last, "activation", None)
-    name = getattr(activation, "__name__", str(activation or ""))
-    return name in ("softmax", "sigmoid")
-
-
-def class_names_of(model, num_classes: int | None = None) -> list[str]:
-    """Class names stored with the model, or "0", "1", ... when there are none."""
-    if num_classes is None:
-        num_classes = num_model_classes(model)
-    n = max(num_classes, 2) if num_classes == 1 else num_classes
-    names = (getattr(model, "kerascnn_metadata", None) or {}).get("class_names")
-    if names and len(names) == n:
-        return [str(c) for c in names]
-    if names:
-        logger.warning("The model stores %d class names but predicts %d classes; "
-                       "using class ids instead.", len(names), n)
-    return [str(i) for i in range(n)]
 
 
 def _log_probabilities(outputs: np.ndarray, probabilities: bool) -> np.ndarray:
@@ -271,18 +214,18 @@ def _iter_batches(data: Any, split: str, batch_size: int) -> Iterator[tuple[Any,
     if isinstance(data, tuple) and len(data) == 2:
         x, y = np.asarray(data[0]), np.asarray(data[1])
         if len(x) != len(y):
-            raise ValueError(f"x and y must have as many samples. "
+            raise InputError(f"x and y must have as many samples. "
                              f"Received: len(x)={len(x)}, len(y)={len(y)}")
         for start in range(0, len(x), batch_size):
             yield x[start:start + batch_size], y[start:start + batch_size]
         return
     dataset = getattr(data, split) if hasattr(data, "num_classes") else data
     if dataset is None:
-        raise ValueError(f"The dataset has no {split!r} split; choose another split "
-                         f"({', '.join(SPLITS)}). Received: split={split!r}")
+        raise InputError(f"The dataset has no {split!r} split; choose another split "
+                         f"({', '.join(SPLITS)}). {received('split', split)}")
     for batch in dataset:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise ValueError("The dataset must yield (x, y) batches. "
+            raise InputError("The dataset must yield (x, y) batches. "
                              f"Received: elements of type {type(batch).__name__}")
         yield batch[0], batch[1]
 
@@ -317,7 +260,7 @@ def evaluate(
         An `EvaluationResult`.
 
     Raises:
-        ValueError: unknown split, model file missing or not a Keras model,
+        InputError: unknown split, model file missing or not a Keras model,
             labels or images that do not match the model.
 
     Example:
@@ -325,33 +268,28 @@ def evaluate(
     >>> result = kerascnn.evaluate("runs/lenet/model.keras")  # doctest: +SKIP
     >>> result.accuracy, result.confusion_matrix  # doctest: +SKIP
     """
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split; allowed: {', '.join(SPLITS)}. Received: split={split!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
-    if not isinstance(top_losses, int) or top_losses < 0:
-        raise ValueError(f"top_losses must be a non-negative integer. Received: {top_losses!r}")
+    runtime.start()
+    check_choice("split", split, SPLITS)
+    batch_size = check_int("batch_size", batch_size)
+    top_losses = check_int("top_losses", top_losses, minimum=0)
     model = resolve_model(model)
-    input_shape = model_input_shape(model)
-    num_classes = num_model_classes(model)
-    width = max(num_classes, 2) if num_classes == 1 else num_classes
+    input_shape = image_input_shape(model)
+    class_names = class_names_of(model)
+    width = len(class_names)
     probabilities_out = outputs_probabilities(model)
 
     if isinstance(data, (str, os.PathLike)):
-        from kerascnn.data import load_dataset
-
         data = load_dataset(str(data), batch_size=batch_size, **dataset_kwargs)
-    class_names = class_names_of(model, num_classes)
     if hasattr(data, "num_classes"):  # a DatasetBundle
         if int(data.num_classes) != width:
-            raise ValueError(
+            raise InputError(
                 f"The model predicts {width} classes but the dataset has {data.num_classes}. "
                 f"Evaluate on the dataset the model was trained on. "
                 f"Received: model classes={width}, dataset classes={data.num_classes}")
         data_shape = tuple(data.input_shape)
         if len(data_shape) != 3 or any(m is not None and m != d
                                        for m, d in zip(input_shape, data_shape)):
-            raise ValueError(
+            raise InputError(
                 f"The dataset's images do not fit the model's input. Use the dataset (and "
                 f"--image-size / --color-mode) the model was trained with. "
                 f"Received: model input {input_shape}, dataset images {data_shape}")
@@ -369,9 +307,10 @@ def evaluate(
         x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
         y = (y.numpy() if hasattr(y, "numpy") else np.asarray(y)).reshape(-1).astype(np.int64)
         if x.shape[0] != y.shape[0]:
-            raise ValueError(f"A batch has {x.shape[0]} images but {y.shape[0]} labels.")
+            raise InputError(f"A batch has {x.shape[0]} images but {y.shape[0]} labels. "
+                             f"Received: x.shape={x.shape}, y.shape={y.shape}")
         if y.size and (y.min() < 0 or y.max() >= width):
-            raise ValueError(
+            raise InputError(
                 f"Labels must be class ids in [0, {width - 1}] for this model. "
                 f"Received: labels from {int(y.min())} to {int(y.max())}")
         lp = _log_probabilities(run(x), probabilities_out)
@@ -389,7 +328,7 @@ def evaluate(
             images_buf, loss_buf, index_buf = cand_images[keep], cand_losses[keep], cand_index[keep]
         seen += len(y)
     if seen == 0:
-        raise ValueError(f"The {split!r} split holds no samples. Received: split={split!r}")
+        raise InputError(f"The {split!r} split holds no samples. {received('split', split)}")
 
     y_true_arr = np.concatenate(y_true)
     lp_all = np.concatenate(log_probs)
@@ -495,7 +434,7 @@ def predict(
         A `PredictionResult`.
 
     Raises:
-        ValueError: model missing or not a Keras model, `top_k` larger than the
+        InputError: model missing or not a Keras model, `top_k` larger than the
             number of classes, an image that cannot be read (named), a folder
             with no images.
 
@@ -505,19 +444,19 @@ def predict(
     >>> result.rows()[0]["predictions"][0]  # doctest: +SKIP
     {'class': 'Sneaker', 'probability': 0.97}
     """
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                              or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
+    runtime.start()
+    if top_k is not None:
+        top_k = check_int("top_k", top_k)
+    batch_size = check_int("batch_size", batch_size)
+    if workers is not None:
+        workers = check_int("workers", workers)
     model = resolve_model(model)
-    input_shape = model_input_shape(model)
-    num_classes = num_model_classes(model)
-    class_names = class_names_of(model, num_classes)
+    input_shape = image_input_shape(model)
+    class_names = class_names_of(model)
     if top_k is None:
         top_k = min(5, len(class_names))
     if top_k > len(class_names):
-        raise ValueError(
+        raise InputError(
             f"top_k cannot be larger than the number of classes ({len(class_names)}). "
             f"Received: top_k={top_k}")
     probabilities_out = outputs_probabilities(model)
@@ -528,7 +467,7 @@ def predict(
         if x.ndim == 3 and input_shape[-1] == 1 and x.shape[-1] != 1:
             x = x[..., None]
         if x.ndim != 4 or any(m is not None and m != d for m, d in zip(input_shape, x.shape[1:])):
-            raise ValueError(f"Images must have the model's input shape {input_shape}. "
+            raise InputError(f"Images must have the model's input shape {input_shape}. "
                              f"Received: array of shape {x.shape}")
         out = [to_probabilities(run(b), probabilities_out) for b in _chunks(x, batch_size)]
         probs = np.concatenate(out) if out else np.zeros((0, len(class_names)), np.float32)
@@ -537,7 +476,7 @@ def predict(
     files = find_images(inputs)
     size, channels = (input_shape[0], input_shape[1]), input_shape[2]
     if channels not in COLOR_MODES:
-        raise ValueError(f"Images can be given to models with 1, 3 or 4 channels. "
+        raise InputError(f"Images can be given to models with 1, 3 or 4 channels. "
                          f"Received: model input shape {input_shape}")
     fixed_size = None not in size
     workers = workers or min(4, os.cpu_count() or 1)

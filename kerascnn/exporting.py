@@ -18,6 +18,7 @@ onnxruntime, onnx).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -28,7 +29,25 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from kerascnn import runtime
+from kerascnn.checks import InputError, check_float, check_int, received
+from kerascnn.inspection import image_input_shape, resolve_model
+from kerascnn.runs import load_model, save_model
+
+# optional: the [onnx] extra, and LiteRT's own interpreter (TensorFlow's is the fallback)
+try:
+    import onnx
+    import onnxruntime
+except ImportError:  # `missing_onnx_dependencies` names what is missing
+    onnx = onnxruntime = None
+try:
+    from ai_edge_litert.interpreter import Interpreter as LiteRTInterpreter
+except ImportError:
+    LiteRTInterpreter = None
 
 logger = logging.getLogger(__name__)
 
@@ -77,28 +96,27 @@ class ExportResult:
 
 
 def missing_onnx_dependencies() -> list[str]:
-    """The ONNX export packages that are not installed (no import is done)."""
-    import importlib.util
-
+    """The ONNX export packages that are not installed."""
     return [m for m in ("tf2onnx", "onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
 
 
 def _check_output(output: Path, fmt: str, overwrite: bool) -> None:
     if fmt == "keras" and output.suffix != ".keras":
-        raise ValueError(f"A Keras model file must end in '.keras'. "
-                         f"Received: output={str(output)!r}")
+        raise InputError(f"A Keras model file must end in '.keras'. "
+                         f"{received('output', str(output))}")
     if output.exists() and not overwrite:
-        raise ValueError(f"Output path already exists; pass --overwrite (overwrite=True) to "
-                         f"replace it or choose another path. Received: output={str(output)!r}")
+        raise InputError(f"Output path already exists; pass --overwrite (overwrite=True) to "
+                         f"replace it or choose another path. {received('output', str(output))}")
     if output.exists() and fmt == "saved_model" and not output.is_dir():
-        raise ValueError(f"A SavedModel is a folder but the output path is a file. "
-                         f"Received: output={str(output)!r}")
+        raise InputError(f"A SavedModel is a folder but the output path is a file. "
+                         f"{received('output', str(output))}")
     if output.is_dir() and fmt != "saved_model":
-        raise ValueError(f"A {fmt} export is one file but the output path is a folder. "
-                         f"Received: output={str(output)!r}")
+        raise InputError(f"A {fmt} export is one file but the output path is a folder. "
+                         f"{received('output', str(output))}")
     parent = output.parent
     if parent.exists() and not parent.is_dir():
-        raise ValueError(f"The output's parent is not a folder. Received: output={str(output)!r}")
+        raise InputError(f"The output's parent is not a folder. "
+                         f"{received('output', str(output))}")
 
 
 def sample_batch(model, num_samples: int = 8, seed: int = 0) -> np.ndarray:
@@ -106,9 +124,7 @@ def sample_batch(model, num_samples: int = 8, seed: int = 0) -> np.ndarray:
 
     Unknown spatial sizes (None) become 32.
     """
-    from kerascnn.evaluation import model_input_shape
-
-    shape = tuple(32 if d is None else int(d) for d in model_input_shape(model))
+    shape = tuple(32 if d is None else int(d) for d in image_input_shape(model))
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(num_samples, *shape)).astype(np.float32)
 
@@ -120,8 +136,6 @@ def _size(path: Path) -> int:
 
 
 def _run_saved_model(path: Path, x: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
-
     loaded = tf.saved_model.load(str(path))
     out = loaded.serve(tf.constant(x))
     if isinstance(out, dict):
@@ -130,15 +144,11 @@ def _run_saved_model(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _tflite_interpreter(path: Path):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-
-        with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moved to LiteRT
-            warnings.simplefilter("ignore")
-            return tf.lite.Interpreter(model_path=str(path))
-    return Interpreter(model_path=str(path))
+    if LiteRTInterpreter is not None:
+        return LiteRTInterpreter(model_path=str(path))
+    with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moved to LiteRT
+        warnings.simplefilter("ignore")
+        return tf.lite.Interpreter(model_path=str(path))
 
 
 def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
@@ -152,23 +162,17 @@ def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.asarray(session.run(None, {name: x})[0])
 
 
 def _run_keras(path: Path, x: np.ndarray) -> np.ndarray:
-    from kerascnn.runs import load_model
-
     return np.asarray(load_model(path, compile=False).predict_on_batch(x))
 
 
 def _write(model, fmt: str, path: Path, metadata: dict[str, Any]) -> None:
     if fmt == "keras":
-        from kerascnn.runs import save_model
-
         meta = {k: v for k, v in metadata.items() if k != "kerascnn_version"}
         class_names = meta.pop("class_names", None)
         spec = meta.pop("spec", None)
@@ -181,8 +185,6 @@ def _write(model, fmt: str, path: Path, metadata: dict[str, Any]) -> None:
     elif fmt == "tflite":
         model.export(str(path), format="litert", verbose=False)
     elif fmt == "onnx":
-        import onnx
-
         with warnings.catch_warnings():  # keras' tf2onnx patch trips numpy's np.object warning
             warnings.simplefilter("ignore", FutureWarning)
             model.export(str(path), format="onnx", verbose=False)
@@ -210,8 +212,6 @@ def float32_copy(model):
     TFLite and ONNX Runtime cannot run the bfloat16/float16 casts of a
     mixed-precision model, so those exports are made from this copy.
     """
-    import keras
-
     def walk(obj):
         if isinstance(obj, dict):
             if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(
@@ -271,8 +271,8 @@ def export(
         An `ExportResult` with the largest difference found.
 
     Raises:
-        ValueError: unknown format, output exists without `overwrite`, model
-            file missing or not a Keras model.
+        InputError: unknown format, output exists without `overwrite`, model
+            file missing or not a Keras model, a bad tolerance or sample size.
         ImportError: ONNX export without the `[onnx]` extra installed.
         ExportVerificationError: the export's outputs differ from Keras's by
             more than the tolerance (nothing is left at `output`).
@@ -282,21 +282,18 @@ def export(
     >>> kerascnn.export("runs/lenet", "lenet.tflite", format="tflite")  # doctest: +SKIP
     ExportResult(format='tflite', path=PosixPath('lenet.tflite'), max_abs_diff=5.9e-08, ...)
     """
+    runtime.start()
     if format not in FORMATS:
-        raise ValueError(f"Unknown export format; allowed: {', '.join(FORMATS)}. "
-                         f"Received: format={format!r}")
-    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or tolerance < 0:
-        raise ValueError(f"tolerance must be a non-negative number. Received: {tolerance!r}")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer. Received: {num_samples!r}")
+        raise InputError(f"Unknown export format; allowed: {', '.join(FORMATS)}. "
+                         f"{received('format', format)}")
+    tolerance = check_float("tolerance", tolerance, minimum=0.0, inclusive=True)
+    num_samples = check_int("num_samples", num_samples)
     output = Path(output)
     _check_output(output, format, overwrite)
     if format == "onnx":
         missing = missing_onnx_dependencies()
         if missing:
             raise ImportError(f"ONNX export needs {', '.join(missing)}: {ONNX_INSTALL_HINT}")
-
-    from kerascnn.evaluation import resolve_model
 
     model = resolve_model(model)
     x = sample_batch(model, num_samples, seed) if sample is None else np.asarray(sample, "float32")

@@ -144,6 +144,38 @@ def load_image(path: str | os.PathLike, size: Sequence[int | None] = (None, None
     return array if dtype == "uint8" else array.astype(dtype)
 
 
+def as_image(image, input_shape: Sequence[int | None]) -> np.ndarray:
+    """One float32 image `(height, width, channels)` for a model, from a path or an array.
+
+    Args:
+        image: str or PathLike (decoded with `load_image`, resized and
+            converted to `input_shape`), or an array `(height, width,
+            channels)`, `(1, height, width, channels)` or, for one channel,
+            `(height, width)`, of raw pixels.
+        input_shape: `(height, width, channels)` of the model's input; `None`
+            height or width accepts any.
+
+    Returns:
+        A float32 array `(height, width, channels)`.
+
+    Raises:
+        InputError: an unreadable file, or an array of another shape.
+    """
+    height, width, channels = input_shape
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, (height, width), channels, dtype="float32")
+    array = np.asarray(image, dtype="float32")
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 2:
+        array = array[..., None]
+    expected = (height, width, channels)
+    if array.ndim != 3 or any(e is not None and e != a for e, a in zip(expected, array.shape)):
+        raise InputError(f"The image array must have the model's input shape {expected}. "
+                         f"Received: image.shape={np.shape(image)}")
+    return array
+
+
 def find_images(paths: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
     """Image files named by `paths`: files as given, folders searched recursively.
 

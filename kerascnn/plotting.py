@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 if (not os.environ.get("MPLBACKEND") and "matplotlib.pyplot" not in sys.modules
         and sys.platform.startswith("linux")
@@ -210,3 +211,22 @@ def plot_lr_find(result: Any, path: str | os.PathLike, *,
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def grid_shape(n: int, max_columns: int = 8) -> tuple[int, int]:
+    """`(rows, columns)` of a near-square grid for `n` panels, at most `max_columns` wide."""
+    columns = min(max_columns, max(1, math.ceil(math.sqrt(n))))
+    return math.ceil(n / columns), columns
+
+
+def show_image(ax, image) -> None:
+    """Draw raw pixels (0..255 or 0..1), gray or RGB, without ticks."""
+    img = np.asarray(image, dtype="float32")
+    scale = 255.0 if img.max() > 1.0 else 1.0
+    img = np.clip(img / scale, 0.0, 1.0)
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+    else:
+        ax.imshow(img[..., :3])
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -38,7 +38,11 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
+from kerascnn.charts import read_history
+from kerascnn.checks import InputError, check_int, received
+from kerascnn.files import atomic_write_text, read_yaml
 from kerascnn.plotting import Plot, figure, finish
+from kerascnn.runs import prepare_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +95,10 @@ def _finite(value: Any) -> bool:
         math.isfinite(value)
 
 
-def _not_a_search(path: Path, why: str) -> ValueError:
-    return ValueError(f"Not a search folder: {why}. Give the folder `kerascnn tune` wrote "
+def _not_a_search(path: Path, why: str) -> InputError:
+    return InputError(f"Not a search folder: {why}. Give the folder `kerascnn tune` wrote "
                       f"(<directory>/<project-name>, holding {LEADERBOARD}). "
-                      f"Received: search_dir={str(path)!r}")
+                      f"{received('search_dir', str(path))}")
 
 
 def find_search(search_dir: str | os.PathLike) -> Path:
@@ -108,9 +112,9 @@ def find_search(search_dir: str | os.PathLike) -> Path:
     if len(projects) == 1:
         return projects[0]
     if len(projects) > 1:
-        raise ValueError(f"The folder holds several searches; name one of them: "
+        raise InputError(f"The folder holds several searches; name one of them: "
                          f"{', '.join(p.name for p in projects)}. "
-                         f"Received: search_dir={str(path)!r}")
+                         f"{received('search_dir', str(path))}")
     raise _not_a_search(path, f"no {LEADERBOARD} in it or in a project folder below it")
 
 
@@ -125,7 +129,7 @@ def load_search(search_dir: str | os.PathLike) -> Search:
         A `Search`.
 
     Raises:
-        ValueError: the folder is not a search or its leaderboard is unreadable.
+        InputError: the folder is not a search or its leaderboard is unreadable.
     """
     path = find_search(search_dir)
     file = path / LEADERBOARD
@@ -152,10 +156,8 @@ def _fixed_values(path: Path) -> dict[str, Any]:
     if not (path / "search.yaml").is_file():
         return {}
     try:
-        from kerascnn.runs import read_yaml
-
         config = read_yaml(path / "search.yaml") or {}
-    except ValueError:
+    except InputError:
         return {}
     space = config.get("space") if isinstance(config, dict) else None
     if not isinstance(space, dict):
@@ -170,10 +172,8 @@ def _objective(path: Path, extra: dict[str, Any]) -> tuple[str, str]:
         name, direction = name.get("name"), name.get("direction", direction)
     if name is None and (path / "search.yaml").is_file():
         try:
-            from kerascnn.runs import read_yaml
-
             config = read_yaml(path / "search.yaml") or {}
-        except ValueError:
+        except InputError:
             config = {}
         value = config.get("objective") if isinstance(config, dict) else None
         if isinstance(value, dict):
@@ -285,11 +285,9 @@ def trial_history(search: Search, trial_id: str) -> dict[str, list[tuple[int, fl
     """
     folder = search.path / f"trial_{trial_id}"
     if (folder / "history.csv").is_file():
-        from kerascnn.visualize import read_history
-
         try:
             history = read_history(folder / "history.csv")
-        except ValueError:
+        except InputError:
             history = {}
         epochs = [int(e) for e in history.pop("epoch", [])]
         return {name: list(zip(epochs, values)) for name, values in history.items()
@@ -562,18 +560,15 @@ def write_report(search_dir: str | os.PathLike, output: str | os.PathLike, *, to
         `{"html": path, "markdown": path, <picture name>: path, ...}`.
 
     Raises:
-        ValueError: not a search folder, a non-empty output without
+        InputError: not a search folder, a non-empty output without
             `overwrite`, `top` < 1.
     """
-    from kerascnn.runs import atomic_write_text, prepare_output_dir
-
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"top must be a positive integer. Received: top={top!r}")
+    top = check_int("top", top)
     search = load_search(search_dir)
     out = prepare_output_dir(output, overwrite=overwrite)
     if out.resolve() == search.path.resolve():
-        raise ValueError(f"Write the report to its own folder, not into the search. "
-                         f"Received: output={str(out)!r}")
+        raise InputError(f"Write the report to its own folder, not into the search. "
+                         f"{received('output', str(out))}")
     out.mkdir(parents=True, exist_ok=True)
     pictures: dict[str, Path] = {}
     captions: dict[str, str] = {}

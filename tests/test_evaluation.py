@@ -7,6 +7,8 @@ import types
 import numpy as np
 import pytest
 
+from kerascnn.checks import InputError
+
 from kerascnn.evaluation import (
     classification_metrics,
     evaluate,
@@ -121,16 +123,16 @@ def test_evaluate_bundle_split_and_checks(model_path):
     bundle = types.SimpleNamespace(train=ds, validation=None, test=ds, num_classes=3,
                                    class_names=CLASSES, input_shape=(12, 12, 1))
     assert evaluate(model_path, bundle, split="train").num_samples == 30
-    with pytest.raises(ValueError, match="no 'validation' split"):
+    with pytest.raises(InputError, match="no 'validation' split"):
         evaluate(model_path, bundle, split="validation")
-    with pytest.raises(ValueError, match="Unknown split.*Received: split='dev'"):
+    with pytest.raises(InputError, match="Unknown split.*Received: split='dev'"):
         evaluate(model_path, bundle, split="dev")
-    with pytest.raises(ValueError, match="model predicts 3 classes but the dataset has 5"):
+    with pytest.raises(InputError, match="model predicts 3 classes but the dataset has 5"):
         evaluate(model_path, types.SimpleNamespace(**{**vars(bundle), "num_classes": 5}))
-    with pytest.raises(ValueError, match="do not fit the model's input"):
+    with pytest.raises(InputError, match="do not fit the model's input"):
         evaluate(model_path, types.SimpleNamespace(**{**vars(bundle),
                                                       "input_shape": (28, 28, 1)}))
-    with pytest.raises(ValueError, match=r"Labels must be class ids in \[0, 2\]"):
+    with pytest.raises(InputError, match=r"Labels must be class ids in \[0, 2\]"):
         evaluate(model_path, (x, y + 3))
 
 
@@ -141,7 +143,7 @@ def test_evaluate_bad_model(tmp_path):
     bad.write_text("not a model")
     with pytest.raises(ValueError, match="Not a Keras model file"):
         evaluate(bad, data())
-    with pytest.raises(TypeError, match="Expected a keras.Model"):
+    with pytest.raises(InputError, match="Expected a keras.Model"):
         evaluate(42, data())
 
 
@@ -166,7 +168,7 @@ def test_load_image_converts_and_resizes(tmp_path):
 def test_load_image_unreadable_names_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG not really")
-    with pytest.raises(ValueError, match="Could not read image .*broken.png"):
+    with pytest.raises(InputError, match="Could not read image .*broken.png"):
         load_image(bad, (12, 12), 1)
 
 
@@ -178,9 +180,9 @@ def test_find_images(tmp_path):
     assert [p.suffix for p in found] == [".png", ".png", ".jpg"]
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.md").write_text("no images")
-    with pytest.raises(ValueError, match="holds no images.*empty"):
+    with pytest.raises(InputError, match="holds no images.*empty"):
         find_images([tmp_path / "empty"])
-    with pytest.raises(ValueError, match="not found.*missing.png"):
+    with pytest.raises(InputError, match="not found.*missing.png"):
         find_images([tmp_path / "missing.png"])
 
 
@@ -227,15 +229,15 @@ def test_predict_model_taking_any_size(tmp_path):
 
 def test_predict_bad_inputs(model_path, tmp_path):
     write_images(tmp_path / "imgs", 1)
-    with pytest.raises(ValueError, match="top_k cannot be larger than the number of classes"):
+    with pytest.raises(InputError, match="top_k cannot be larger than the number of classes"):
         predict(model_path, [tmp_path / "imgs"], top_k=4)
-    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+    with pytest.raises(InputError, match="top_k must be an integer >= 1"):
         predict(model_path, [tmp_path / "imgs"], top_k=0)
     bad = tmp_path / "imgs" / "zz_bad.jpg"
     bad.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="Could not read image .*zz_bad.jpg"):
+    with pytest.raises(InputError, match="Could not read image .*zz_bad.jpg"):
         predict(model_path, [tmp_path / "imgs"])
-    with pytest.raises(ValueError, match="must have the model's input shape"):
+    with pytest.raises(InputError, match="must have the model's input shape"):
         predict(model_path, np.zeros((2, 5, 5, 1)))
 
 

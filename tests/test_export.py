@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from kerascnn.checks import InputError
+
 from kerascnn.exporting import ExportVerificationError, export, missing_onnx_dependencies
 
 CLASSES = ["a", "b", "c"]
@@ -107,18 +109,18 @@ def test_export_onnx_without_extra(model_path, tmp_path, monkeypatch):
 
 
 def test_export_refuses_bad_inputs(model_path, tmp_path):
-    with pytest.raises(ValueError, match="Unknown export format.*Received: format='pt'"):
+    with pytest.raises(InputError, match="Unknown export format.*Received: format='pt'"):
         export(model_path, tmp_path / "m.pt", format="pt")
     existing = tmp_path / "m.tflite"
     existing.write_bytes(b"old")
-    with pytest.raises(ValueError, match="already exists; pass --overwrite"):
+    with pytest.raises(InputError, match="already exists; pass --overwrite"):
         export(model_path, existing, format="tflite")
     assert existing.read_bytes() == b"old"
-    with pytest.raises(ValueError, match="must end in '.keras'"):
+    with pytest.raises(InputError, match="must end in '.keras'"):
         export(model_path, tmp_path / "m.h5", format="keras")
     with pytest.raises(ValueError, match="Model file not found"):
         export(tmp_path / "none.keras", tmp_path / "x.keras")
-    with pytest.raises(ValueError, match="tolerance must be a non-negative number"):
+    with pytest.raises(InputError, match="tolerance must be a number >= 0.0. Received: tolerance=-1"):
         export(model_path, tmp_path / "x.keras", tolerance=-1)
 
 

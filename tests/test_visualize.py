@@ -13,6 +13,8 @@ import csv
 import numpy as np
 import pytest
 
+from kerascnn.checks import InputError
+
 SIZE = 24
 HALF = SIZE // 2
 CLASSES = ["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -150,7 +152,7 @@ def test_gradcam_and_hirescam_agree_behind_global_pooling():
         classic = gradcam(model, image[0], class_index, method="gradcam")
         hires = gradcam(model, image[0], class_index, method="hirescam")
         np.testing.assert_allclose(classic.coarse, hires.coarse, atol=1e-5)
-    with pytest.raises(ValueError, match="allowed: hirescam, gradcam"):
+    with pytest.raises(InputError, match="allowed: hirescam, gradcam"):
         gradcam(model, image[0], method="scorecam")
 
 
@@ -167,9 +169,9 @@ def test_saliency_is_highest_on_the_square(quadrant_model):
         for smap in (plain, smooth):  # the square's quadrant is the most salient one
             masses = [quadrant_mass(smap, q) for q in range(4)]
             assert int(np.argmax(masses)) == label, masses
-    with pytest.raises(ValueError, match="samples must be a positive integer"):
+    with pytest.raises(InputError, match="samples must be an integer >= 1. Received: samples=0"):
         saliency(model, x_test[0], samples=0)
-    with pytest.raises(ValueError, match="noise is a fraction"):
+    with pytest.raises(InputError, match="noise is a fraction"):
         saliency(model, x_test[0], noise=3.0)
 
 
@@ -344,15 +346,15 @@ def test_learning_curves_draw_history_csv(tmp_path):
 def test_plot_functions_refuse_bad_numbers():
     from kerascnn.visualize import plot_confusion_matrix, plot_top_losses, read_history
 
-    with pytest.raises(ValueError, match="must be square"):
+    with pytest.raises(InputError, match="must be square"):
         plot_confusion_matrix([[1, 2, 3], [4, 5, 6]])
-    with pytest.raises(ValueError, match="one class name per row"):
+    with pytest.raises(InputError, match="one class name per row"):
         plot_confusion_matrix([[1, 0], [0, 1]], ["a"])
-    with pytest.raises(ValueError, match="non-negative integer"):
+    with pytest.raises(InputError, match="non-negative integer"):
         plot_confusion_matrix([[1, -1], [0, 1]])
-    with pytest.raises(ValueError, match="one entry per sample"):
+    with pytest.raises(InputError, match="one entry per sample"):
         plot_top_losses(np.zeros((3, 4, 4, 1)), [0, 1], [0, 1, 1], [0.1, 0.2, 0.3])
-    with pytest.raises(ValueError, match="No training history"):
+    with pytest.raises(InputError, match="No training history"):
         read_history("/nonexistent/run")
 
 
@@ -449,9 +451,9 @@ def test_signal_models_are_refused_before_drawing(tmp_path):
     x = keras.layers.Conv1D(4, 5, name="block1_conv1")(inputs)
     x = keras.layers.GlobalAveragePooling1D()(x)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
-    with pytest.raises(ValueError, match="2D convolution layer"):
+    with pytest.raises(InputError, match="2D convolution layer"):
         V.visualize(model, "filters", tmp_path / "f.png")
-    with pytest.raises(ValueError, match=r"2D images .*Received: input_shape=\(64, 2\)"):
+    with pytest.raises(InputError, match=r"2D images .*Received: input_shape=\(64, 2\)"):
         V.visualize(model, "gradcam", tmp_path / "g.png", image=np.zeros((64, 2)))
     assert not list(tmp_path.iterdir())
 
@@ -460,17 +462,17 @@ def test_library_input_checks(quadrant_model, tmp_path):
     from kerascnn import visualize as V
 
     model, _, (x_test, _) = quadrant_model
-    with pytest.raises(ValueError, match=r"from 0 to 3 .*Received: class=9"):
+    with pytest.raises(InputError, match=r"from 0 to 3 .*Received: class=9"):
         V.gradcam(model, x_test[0], class_index=9)
-    with pytest.raises(TypeError, match="integer index"):
+    with pytest.raises(InputError, match="integer index"):
         V.saliency(model, x_test[0], class_index=1.5)
-    with pytest.raises(ValueError, match=r"input shape \(24, 24, 1\)"):
+    with pytest.raises(InputError, match=r"input shape \(24, 24, 1\)"):
         V.gradcam(model, np.zeros((20, 20, 1)))
-    with pytest.raises(ValueError, match="Unknown picture kind"):
+    with pytest.raises(InputError, match="Unknown picture kind"):
         V.visualize(model, "histogram", tmp_path / "x.png")
-    with pytest.raises(ValueError, match="No layer named 'nope'"):
+    with pytest.raises(InputError, match="No layer named 'nope'"):
         V.gradcam(model, x_test[0], layer="nope")
-    with pytest.raises(ValueError, match="2D feature map"):
+    with pytest.raises(InputError, match="2D feature map"):
         V.gradcam(model, x_test[0], layer="fc1")
-    with pytest.raises(ValueError, match="convolution layers"):
+    with pytest.raises(InputError, match="convolution layers"):
         V.plot_filters(no_conv_model(tmp_path))
