@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from kerascnn import runs
 from kerascnn.checks import InputError, check_int, received
 from kerascnn.evaluation import EvaluationResult
 from kerascnn.plotting import Plot, figure, finish, grid_shape, save_figure, show_image
@@ -29,7 +30,10 @@ NOT_METRICS = ("seconds", "time", "duration", "wall_time", "epoch_seconds")
 
 
 def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
-    """Read a Keras `CSVLogger` file (`history.csv`), or the one in a run folder.
+    """The columns of a Keras `CSVLogger` file (`history.csv`), or of the one in a run folder.
+
+    The rows are read by `kerascnn.runs.read_history`; only columns that hold
+    a number in every row are kept.
 
     Returns:
         `{"epoch": [...], "loss": [...], "val_loss": [...], ...}`; epochs are
@@ -40,25 +44,20 @@ def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
     """
     path = Path(path)
     if path.is_dir():
-        path = path / "history.csv"
+        path = path / runs.HISTORY_FILE
     if not path.is_file():
-        raise InputError(f"No training history found: expected a run folder with history.csv "
-                         f"or a history .csv file. {received('path', str(path))}")
+        raise InputError(f"No training history found: expected a run folder with "
+                         f"{runs.HISTORY_FILE} or a history .csv file. "
+                         f"{received('path', str(path))}")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        rows = runs.read_history(path)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
         raise InputError(f"Could not read the history file ({e}). "
                          f"{received('path', str(path))}") from None
-    history: dict[str, list[float]] = {}
-    columns = list(rows[0]) if rows else []
-    for column in columns:
-        try:
-            history[column] = [float(r[column]) for r in rows]
-        except (TypeError, ValueError):
-            continue
-    metrics = [c for c in history if c != "epoch"]
-    if not rows or not metrics:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    history = {c: [float(row[c]) for row in rows] for c in columns
+               if all(isinstance(row.get(c), (int, float)) for row in rows)}
+    if not rows or not [c for c in history if c != "epoch"]:
         raise InputError(f"The history file holds no epochs with numeric metrics (a Keras "
                          f"CSVLogger file is expected). {received('path', str(path))}")
     if "epoch" in history:

@@ -67,9 +67,9 @@ def image_input_shape(model: keras.Model) -> tuple[int | None, int | None, int]:
     inputs = getattr(model, "inputs", None) or []
     shape = tuple(inputs[0].shape) if inputs else ()
     if len(inputs) != 1 or len(shape) != 4 or shape[-1] is None:
-        raise InputError(
-            "The model must take one batch of 2D images (height, width, channels). "
-            f"Received: input_shape={shape[1:] if len(inputs) == 1 else [tuple(i.shape) for i in inputs]}")
+        got = shape[1:] if len(inputs) == 1 else [tuple(i.shape) for i in inputs]
+        raise InputError("The model must take one batch of 2D images (height, width, "
+                         f"channels). Received: input_shape={got}")
     return shape[1], shape[2], int(shape[3])
 
 

@@ -42,11 +42,10 @@ from kerascnn.charts import read_history
 from kerascnn.checks import InputError, check_int, received
 from kerascnn.files import atomic_write_text, read_yaml
 from kerascnn.plotting import Plot, figure, finish
-from kerascnn.runs import prepare_output_dir
+from kerascnn.runs import LEADERBOARD, find_search, prepare_output_dir
 
 logger = logging.getLogger(__name__)
 
-LEADERBOARD = "leaderboard.json"
 # shown first, in this order, when present; every other key follows in file order
 LEADING_COLUMNS = ("rank", "trial_id", "status", "score", "val_loss", "params", "macs",
                    "receptive_field", "epochs", "seconds")
@@ -95,27 +94,9 @@ def _finite(value: Any) -> bool:
         math.isfinite(value)
 
 
-def _not_a_search(path: Path, why: str) -> InputError:
-    return InputError(f"Not a search folder: {why}. Give the folder `kerascnn tune` wrote "
-                      f"(<directory>/<project-name>, holding {LEADERBOARD}). "
-                      f"{received('search_dir', str(path))}")
-
-
-def find_search(search_dir: str | os.PathLike) -> Path:
-    """The project folder holding `leaderboard.json`: the folder itself or its only project."""
-    path = Path(search_dir)
-    if not path.is_dir():
-        raise _not_a_search(path, "no such folder")
-    if (path / LEADERBOARD).is_file():
-        return path
-    projects = sorted(p for p in path.iterdir() if (p / LEADERBOARD).is_file())
-    if len(projects) == 1:
-        return projects[0]
-    if len(projects) > 1:
-        raise InputError(f"The folder holds several searches; name one of them: "
-                         f"{', '.join(p.name for p in projects)}. "
-                         f"{received('search_dir', str(path))}")
-    raise _not_a_search(path, f"no {LEADERBOARD} in it or in a project folder below it")
+def _bad_leaderboard(path: Path, why: str) -> InputError:
+    return InputError(f"Not a readable search: {why}. Give the folder `kerascnn tune` wrote "
+                      f"(<directory>/<project-name>). {received('search_dir', str(path))}")
 
 
 def load_search(search_dir: str | os.PathLike) -> Search:
@@ -136,7 +117,7 @@ def load_search(search_dir: str | os.PathLike) -> Search:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _not_a_search(path, f"{LEADERBOARD} is not valid JSON ({e})") from None
+        raise _bad_leaderboard(path, f"{LEADERBOARD} is not valid JSON ({e})") from None
     extra: dict[str, Any] = {}
     rows = data
     if isinstance(data, dict):
@@ -145,7 +126,7 @@ def load_search(search_dir: str | os.PathLike) -> Search:
                      isinstance(data.get(k), list)), None)
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "trial_id" in r
                                              for r in rows):
-        raise _not_a_search(path, f"{LEADERBOARD} is not a list of trials with a trial_id")
+        raise _bad_leaderboard(path, f"{LEADERBOARD} is not a list of trials with a trial_id")
     objective, direction = _objective(path, extra)
     return Search(path=path, rows=rows, objective=objective, direction=direction, extra=extra,
                   fixed=_fixed_values(path))

@@ -11,38 +11,22 @@ import pytest
 
 from kerascnn.cli import main
 
-CLASSES = [f"class{i}" for i in range(10)]
-
-
-def tiny_model(input_shape=(28, 28, 1), num_classes=10):
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input(input_shape)
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inp, out)
+CLASSES = [f"class{i}" for i in range(4)]
 
 
 @pytest.fixture
-def model_path(tmp_path):
+def model_path(tmp_path, tiny_model):
+    """conftest's tiny CNN (28x28x1 -> 4 classes), saved with class names in a run folder."""
     from kerascnn.runs import save_model
 
-    return str(save_model(tiny_model(), tmp_path / "run" / "model.keras", class_names=CLASSES))
+    return str(save_model(tiny_model, tmp_path / "run" / "model.keras", class_names=CLASSES))
 
 
 @pytest.fixture
-def npz_dataset(tmp_path):
-    """A 10-class dataset file with 28x28 gray images, as `--dataset FILE.npz`."""
-    rng = np.random.default_rng(0)
-    path = tmp_path / "tiny.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (40, 28, 28), dtype=np.uint8),
-             y_train=np.arange(40) % 10,
-             x_test=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8),
-             y_test=np.arange(30) % 10, class_names=np.array(CLASSES))
-    return str(path)
+def npz_dataset(tmp_path, make_npz):
+    """A 4-class dataset file with 28x28 gray images (40 train, 30 test), `--dataset FILE.npz`."""
+    return str(make_npz(tmp_path / "tiny.npz", n_train=40, n_test=30, size=28, classes=4,
+                        class_names=CLASSES, squeeze=True))
 
 
 def write_images(folder, n, size=(32, 30), mode="RGB"):
@@ -67,14 +51,7 @@ def one_error_line(result):
 # -- evaluate ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def needs_data():
-    data = pytest.importorskip("kerascnn.data")
-    if not hasattr(data, "load_dataset"):
-        pytest.skip("kerascnn.data.load_dataset is not there yet")
-
-
-def test_evaluate_formats(runner, model_path, npz_dataset, needs_data):
+def test_evaluate_formats(runner, model_path, npz_dataset):
     from kerascnn.evaluation import evaluate
 
     args = ["evaluate", model_path, "--dataset", npz_dataset, "--batch-size", "8"]
@@ -96,11 +73,10 @@ def test_evaluate_formats(runner, model_path, npz_dataset, needs_data):
 
     res = runner.invoke(main, args + ["-q"])
     assert res.exit_code == 0 and "accuracy" in res.stdout and "confusion matrix" in res.stdout
-    assert "macro avg" in res.stdout and "class9" in res.stdout
+    assert "macro avg" in res.stdout and "class3" in res.stdout
 
 
-def test_evaluate_plots(runner, model_path, npz_dataset, tmp_path, needs_data):
-    pytest.importorskip("kerascnn.visualize")
+def test_evaluate_plots(runner, model_path, npz_dataset, tmp_path):
     plots = tmp_path / "plots"
     res = runner.invoke(main, ["evaluate", model_path, "--dataset", npz_dataset, "-q",
                                "--plots", str(plots)])
@@ -111,17 +87,19 @@ def test_evaluate_plots(runner, model_path, npz_dataset, tmp_path, needs_data):
     assert "--overwrite" in one_error_line(res)
 
 
-def test_evaluate_defaults_to_training_dataset(runner, npz_dataset, tmp_path, needs_data):
+def test_evaluate_defaults_to_training_dataset(runner, npz_dataset, tmp_path, tiny_model,
+                                               make_npz):
     from kerascnn.runs import save_model
 
-    path = save_model(tiny_model(), tmp_path / "trained.keras", class_names=CLASSES,
+    path = save_model(tiny_model, tmp_path / "trained.keras", class_names=CLASSES,
                       config={"dataset": npz_dataset, "image_size": None, "seed": 3})
     res = runner.invoke(main, ["evaluate", str(path), "--format", "json", "-q"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["num_samples"] == 30  # tiny.npz, not the bundled sample
+    other = make_npz(tmp_path / "other.npz", n_train=20, n_test=12, size=28, classes=4)
     res = runner.invoke(main, ["evaluate", str(path), "--format", "json", "-q",
-                               "--dataset", "fashion_mnist_sample"])
-    assert json.loads(res.stdout)["num_samples"] == 1000  # a flag overrides the stored one
+                               "--dataset", str(other)])
+    assert json.loads(res.stdout)["num_samples"] == 12  # a flag overrides the stored one
 
 
 def test_evaluate_bad_model(runner, tmp_path):
@@ -149,7 +127,8 @@ def test_predict_formats(runner, model_path, tmp_path):
     res = runner.invoke(main, ["predict", model_path, str(folder / "001.png"), "--format", "csv"])
     (row,) = list(csv.DictReader(io.StringIO(res.stdout)))
     assert row["file"].endswith("001.png") and row["class_1"] == rows[1]["predictions"][0]["class"]
-    assert "probability_5" in row  # default top-k is 5
+    # default top-k: 5, or the number of classes if fewer
+    assert "probability_4" in row and "probability_5" not in row
 
     res = runner.invoke(main, ["predict", model_path, str(folder), "--top-k", "2"])
     assert res.exit_code == 0 and "top-2" in res.stdout and "000.png" in res.stdout
@@ -157,8 +136,8 @@ def test_predict_formats(runner, model_path, tmp_path):
 
 def test_predict_bad_inputs(runner, model_path, tmp_path):
     folder = write_images(tmp_path / "imgs", 2)
-    assert "top_k cannot be larger than the number of classes (10)" in one_error_line(
-        runner.invoke(main, ["predict", model_path, str(folder), "--top-k", "11"]))
+    assert "top_k cannot be larger than the number of classes (4)" in one_error_line(
+        runner.invoke(main, ["predict", model_path, str(folder), "--top-k", "5"]))
     (tmp_path / "empty").mkdir()
     assert "holds no images" in one_error_line(
         runner.invoke(main, ["predict", model_path, str(tmp_path / "empty")]))

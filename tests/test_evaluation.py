@@ -137,11 +137,11 @@ def test_evaluate_bundle_split_and_checks(model_path):
 
 
 def test_evaluate_bad_model(tmp_path):
-    with pytest.raises(ValueError, match="Model file not found"):
+    with pytest.raises(InputError, match="Model file not found"):
         evaluate(tmp_path / "nope.keras", data())
     bad = tmp_path / "bad.keras"
     bad.write_text("not a model")
-    with pytest.raises(ValueError, match="Not a Keras model file"):
+    with pytest.raises(InputError, match="Not a Keras model file"):
         evaluate(bad, data())
     with pytest.raises(InputError, match="Expected a keras.Model"):
         evaluate(42, data())
@@ -252,5 +252,5 @@ def test_model_with_code_is_refused_in_safe_mode(tmp_path):
     model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
     path = save_model(model, tmp_path / "lambda.keras", class_names=CLASSES)
     write_images(tmp_path / "imgs", 1, size=(12, 12), mode="L")
-    with pytest.raises(ValueError, match="Could not load .*lambda.keras.*(safe|Lambda)"):
+    with pytest.raises(InputError, match="Could not load .*lambda.keras.*(safe|Lambda)"):
         predict(path, [tmp_path / "imgs"])
