@@ -9,7 +9,7 @@ import pytest
 from kerascnn.analysis import analyze
 from kerascnn.checks import InputError
 from kerascnn.spec import CNNSpec
-from kerascnn.tuning_cost import PRIOR, TERMS, CostModel, features, probe
+from kerascnn.tuning.cost import PRIOR, TERMS, CostModel, features, probe
 
 
 def _analysis(**fields):
