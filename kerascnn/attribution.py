@@ -16,15 +16,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from kerascnn.checks import InputError, check_int, received
+from kerascnn.checks import CAM_METHODS, InputError, check_int, received
 from kerascnn.images import as_image
 from kerascnn.inspection import (check_class_index, image_input_shape, last_conv_layer,
                                  logit_model, resolve_model)
 
 logger = logging.getLogger(__name__)
-
-CAM_METHODS = ("hirescam", "gradcam")
-
 
 @dataclass
 class GradCAM:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from kerascnn import runtime
-from kerascnn.checks import InputError, check_choice, check_int, received
+from kerascnn.checks import SPLITS, InputError, check_choice, check_int, received
 from kerascnn.data import load_dataset
 from kerascnn.images import COLOR_MODES, IMAGE_EXTENSIONS, find_images, load_image  # noqa: F401
 from kerascnn.inspection import (class_names_of, image_input_shape,  # noqa: F401
@@ -34,7 +34,6 @@ from kerascnn.inspection import (class_names_of, image_input_shape,  # noqa: F40
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 _EPSILON = 1e-7  # keras.backend.epsilon(): what Keras clips probabilities to
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerascnn import runtime
-from kerascnn.checks import InputError, check_float, check_int, received
+from kerascnn.checks import EXPORT_FORMATS, InputError, check_float, check_int, received
 from kerascnn.inspection import image_input_shape, resolve_model
 from kerascnn.runs import load_model, save_model
 
@@ -51,7 +51,7 @@ except ImportError:
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("keras", "saved_model", "tflite", "onnx")
+FORMATS = EXPORT_FORMATS
 ONNX_INSTALL_HINT = "pip install 'kerascnn[onnx]'"
 
 

@@ -43,11 +43,12 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerascnn import runtime
 from kerascnn.attribution import CAM_METHODS, GradCAM, gradcam, saliency  # noqa: F401
 from kerascnn.charts import (NOT_METRICS, evaluation_figures, evaluation_plots,  # noqa: F401
                              plot_confusion_matrix, plot_learning_curves, plot_top_losses,
                              read_history, top_loss_indices)
-from kerascnn.checks import InputError, received
+from kerascnn.checks import VISUALIZE_KINDS, InputError, received
 from kerascnn.images import as_image
 from kerascnn.inspection import (check_class_index, class_names_of, conv_layers,  # noqa: F401
                                  feature_map_layers, feature_map_model, image_input_shape,
@@ -57,7 +58,7 @@ from kerascnn.plotting import (PICTURE_SUFFIXES, Plot, check_output_path, figure
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("filters", "feature-maps", "gradcam", "saliency", "learning-curves")
+KINDS = VISUALIZE_KINDS
 IMAGE_KINDS = ("feature-maps", "gradcam", "saliency")
 MAX_FILTERS = 64
 MAX_CHANNELS_PER_BLOCK = 16
@@ -314,6 +315,7 @@ def visualize(model, kind: str, output: str | os.PathLike, *, image=None,
             the model's classes, a model without convolutions, an existing
             output without `overwrite`.
     """
+    runtime.start()
     if kind not in KINDS:
         raise InputError(f"Unknown picture kind; allowed: {', '.join(KINDS)}. "
                          f"{received('kind', kind)}")

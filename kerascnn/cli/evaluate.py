@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
-from PIL import Image, UnidentifiedImageError
 
-from kerascnn.checks import EXPORT_FORMATS, SPLITS, InputError, received
+from kerascnn.checks import EXPORT_FORMATS, SPLITS
 from kerascnn.cli import BadInput, command, configure_logging
 from kerascnn.cli._format import csv_text, decimal, size, table
 from kerascnn.cli._options import (data_kwargs, dataset_options, start_tensorflow,
                                    verbosity_options)
+from kerascnn.images import check_image
 
 OUTPUT_FORMATS = ("table", "json", "csv")
 # dataset options that `evaluate` takes from the model's training config unless given
@@ -180,16 +180,9 @@ def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
 
 
 def check_image_headers(files) -> None:
-    """Each file opens as an image (header only, no decoding)."""
+    """Each file opens as an image (header only, no decoding); `InputError` naming it if not."""
     for path in files:
-        try:
-            with Image.open(path):
-                pass
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
-                Image.DecompressionBombError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise InputError(f"Could not read image {str(path)!r}: {reason}. "
-                             f"{received('image', str(path))}") from None
+        check_image(path)
 
 
 # ---------------------------------------------------------------------------
