@@ -92,12 +92,12 @@ def _convert(img: Image.Image, mode: str) -> Image.Image:
     """`img` in `mode`, as `tf.io.decode_image` converts for the same channels."""
     if img.mode == mode:
         return img
-    if img.mode in _SIXTEEN_BIT_MODES and mode == "L":
+    if img.mode in _SIXTEEN_BIT_MODES:
         # Pillow's convert clips 16-bit values at 255; scale them as TensorFlow does
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if arr.max() > 255 else 255.0
-        return Image.fromarray((arr * 255.0 / top).round().astype(np.uint8), "L")
-    return img.convert(mode)
+        img = Image.fromarray((arr * 255.0 / top).round().astype(np.uint8), "L")
+    return img if img.mode == mode else img.convert(mode)
 
 
 def load_image(path: str | os.PathLike, size: Sequence[int | None] = (None, None),

@@ -36,6 +36,8 @@ def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
     path = tmp_path / "deep.png"
     Image.fromarray(np.array([[0, 32768, 65535]], np.uint16)).save(path)
     np.testing.assert_array_equal(load_image(path, (None, None), 1)[0, :, 0], [0, 128, 255])
+    rgb = load_image(path, (None, None), 3)  # gray to RGB repeats the scaled channel
+    np.testing.assert_array_equal(rgb[0], [[0, 0, 0], [128, 128, 128], [255, 255, 255]])
 
 
 def _truncated_png(tmp_path):
