@@ -86,7 +86,8 @@ def test_train_from_a_run_folder(cli_run, tiny_npz, tmp_path, runner):
 
 
 def test_spec_sources_preset_config_and_tune_result(cli_run, tmp_path):
-    from kerascnn.cli.train import find_spec_file, spec_factory
+    from kerascnn.cli.train import spec_factory
+    from kerascnn.runs import find_spec_file
     from kerascnn.spec import CNNSpec
 
     _, source = cli_run
@@ -109,7 +110,7 @@ def test_spec_sources_preset_config_and_tune_result(cli_run, tmp_path):
     assert find_spec_file(str(source)) == source / "spec.yaml"
     assert find_spec_file(str(tmp_path / "tuning")) == best / "spec.yaml"
     assert find_spec_file(str(tmp_path / "tuning" / "proj")) == best / "spec.yaml"
-    assert spec_factory(base, str(tmp_path / "tuning"))((1, 1, 1), 2) == saved
+    assert spec_factory(base, find_spec_file(str(tmp_path / "tuning")))((1, 1, 1), 2) == saved
     other = tmp_path / "tuning" / "other" / "best"
     other.mkdir(parents=True)
     (other / "spec.yaml").write_text((source / "spec.yaml").read_text())

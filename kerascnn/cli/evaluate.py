@@ -14,7 +14,7 @@ from kerascnn.cli import BadInput, command, configure_logging
 from kerascnn.cli._format import csv_text, decimal, size, table
 from kerascnn.cli._options import (data_kwargs, dataset_options, start_tensorflow,
                                    verbosity_options)
-from kerascnn.images import check_image
+from kerascnn.images import check_image, find_images
 
 OUTPUT_FORMATS = ("table", "json", "csv")
 # dataset options that `evaluate` takes from the model's training config unless given
@@ -86,11 +86,11 @@ def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet
     """
     configure_logging(verbose, quiet)
     start_tensorflow(verbose)
+    from kerascnn.charts import evaluation_plots
     from kerascnn.data import load_dataset
     from kerascnn.evaluation import evaluate as run_evaluate
-    from kerascnn.evaluation import resolve_model
+    from kerascnn.inspection import resolve_model
     from kerascnn.runs import check_model_path, prepare_output_dir, read_model_metadata
-    from kerascnn.visualize import evaluation_plots
 
     trained = read_model_metadata(check_model_path(model)).get("config") or {}
     ctx = click.get_current_context()
@@ -146,7 +146,6 @@ def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
     """
     configure_logging(verbose, quiet)
     start_tensorflow(verbose)
-    from kerascnn.evaluation import find_images
     from kerascnn.evaluation import predict as run_predict
     from kerascnn.runs import check_model_path
 
@@ -154,7 +153,8 @@ def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
     # image is refused before the model is loaded
     check_model_path(model)
     files = find_images(list(inputs))
-    check_image_headers(files)
+    for path in files:
+        check_image(path)
     result = run_predict(model, [str(f) for f in files], top_k=top_k, batch_size=batch_size)
     rows = result.rows()
     top_k = result.top_k
@@ -177,12 +177,6 @@ def predict(model, inputs, top_k, output_format, batch_size, verbose, quiet):
     lines += [[r["file"]] + [f"{p['class']} {p['probability']:.3f}" for p in r["predictions"]]
               for r in rows]
     click.echo(table(lines))
-
-
-def check_image_headers(files) -> None:
-    """Each file opens as an image (header only, no decoding); `InputError` naming it if not."""
-    for path in files:
-        check_image(path)
 
 
 # ---------------------------------------------------------------------------

@@ -17,38 +17,18 @@ from kerascnn.cli._options import (SPEC_FIELD_PARAMS, data_kwargs, dataset_optio
 _SPEC_KEYS = ("preset", "spec_file", "input_shape", "num_classes", *SPEC_FIELD_PARAMS)
 
 
-def find_spec_file(directory: str) -> Path:
-    """The spec.yaml of a run folder or a tune result (`DIR`, `DIR/best`, `DIR/<project>/best`)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise InputError(f"--from needs a run folder or a tune result folder. "
-                         f"Received: --from {directory!r}")
-    candidates = [root / "spec.yaml", root / "best" / "spec.yaml"]
-    candidates += sorted(root.glob("*/best/spec.yaml"))
-    found = [c for c in candidates if c.is_file()]
-    if len({c.parent for c in found}) > 1 and not (root / "spec.yaml").is_file() \
-            and not (root / "best" / "spec.yaml").is_file():
-        raise InputError(f"--from {directory!r} holds several tune results "
-                         f"({', '.join(str(c.parent.parent) for c in found)}); name one. "
-                         f"Received: --from {directory!r}")
-    if not found:
-        raise InputError(f"No spec.yaml in {directory!r} (looked for spec.yaml, best/spec.yaml "
-                         f"and */best/spec.yaml). Received: --from {directory!r}")
-    return found[0]
-
-
-def spec_factory(kw: dict, from_dir: str | None):
+def spec_factory(kw: dict, from_spec: str | Path | None = None):
     """A callable `(input_shape, num_classes) -> CNNSpec` from the spec options.
 
     A preset takes the dataset's shape and classes unless `--input-shape` or
-    `--num-classes` say otherwise; a spec file (`--config`, `--from`) keeps its
-    own. Validated up front, so a bad flag fails before any data is loaded.
+    `--num-classes` say otherwise; a spec file (`--config`, or `from_spec`, the
+    spec.yaml that `--from` names) keeps its own. Validated up front, so a bad
+    flag fails before any data is loaded.
     """
     spec_kw = {k: kw.get(k) for k in _SPEC_KEYS}
-    if from_dir is not None:
-        if spec_kw["preset"] or spec_kw["spec_file"]:
-            raise click.UsageError("Give one of --from, --preset or --config.")
-        spec_kw["spec_file"] = str(find_spec_file(from_dir))
+    if from_spec is not None:
+        _one_network_source(kw, from_spec)
+        spec_kw["spec_file"] = str(from_spec)
     if spec_kw["spec_file"] and not Path(spec_kw["spec_file"]).is_file():
         raise InputError(f"Spec file not found. {received('--config', spec_kw['spec_file'])}")
 
@@ -63,6 +43,18 @@ def spec_factory(kw: dict, from_dir: str | None):
     # checked at its own input shape: the fields' values, not yet their fit to the data)
     make(None, None)
     return make
+
+
+def _one_network_source(kw: dict, from_dir) -> None:
+    if from_dir is not None and (kw.get("preset") or kw.get("spec_file")):
+        raise click.UsageError("Give one of --from, --preset or --config.")
+
+
+def _early_spec(kw: dict, from_dir: str | None):
+    """The spec factory when it needs no run folder, so that a bad flag is refused
+    before TensorFlow loads; None with `--from` (read once TensorFlow is up)."""
+    _one_network_source(kw, from_dir)
+    return None if from_dir is not None else spec_factory(kw)
 
 
 def _from_option(f):
@@ -125,9 +117,12 @@ def train(from_dir, normalize, epochs, optimizer, learning_rate, weight_decay, s
       kerascnn train ... --output-dir runs/x --resume      # after an interruption
     """
     configure_logging(verbose, quiet)
-    make_spec = spec_factory(kw, from_dir)
+    make_spec = _early_spec(kw, from_dir)
     start_tensorflow(verbose)
+    from kerascnn.runs import find_spec_file
     from kerascnn.training import train as run_training
+
+    make_spec = make_spec or spec_factory(kw, find_spec_file(from_dir, name="--from"))
 
     result = run_training(
         make_spec, **data_kwargs(kw), normalize=normalize, epochs=epochs,
@@ -181,9 +176,12 @@ def lr_find(from_dir, normalize, optimizer, start_lr, end_lr, steps, method, out
       kerascnn train --preset simple --schedule one-cycle --lr <suggestion> --output-dir runs/a
     """
     configure_logging(verbose, quiet)
-    make_spec = spec_factory(kw, from_dir)
+    make_spec = _early_spec(kw, from_dir)
     start_tensorflow(verbose)
+    from kerascnn.runs import find_spec_file
     from kerascnn.training import lr_find as range_test
+
+    make_spec = make_spec or spec_factory(kw, find_spec_file(from_dir, name="--from"))
 
     result = range_test(make_spec, **data_kwargs(kw), normalize=normalize,
                         optimizer=optimizer, start_lr=start_lr, end_lr=end_lr, steps=steps,

@@ -6,8 +6,8 @@ import click
 
 from kerascnn.checks import CAM_METHODS, VISUALIZE_KINDS
 from kerascnn.cli import command, configure_logging
-from kerascnn.cli.evaluate import check_image_headers
 from kerascnn.cli._options import start_tensorflow, verbosity_options
+from kerascnn.images import check_image
 
 
 @command()
@@ -50,7 +50,7 @@ def visualize(model, kind, image, output, class_index, layer, cam_method, overwr
                                "--image and --class do not apply. "
                                f"Received: image={image!r}, class={class_index!r}")
     if image is not None:  # a file that is not an image: refused before TensorFlow loads
-        check_image_headers([image])
+        check_image(image)
     start_tensorflow(verbose)
     from kerascnn.visualize import visualize as draw
 
