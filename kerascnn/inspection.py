@@ -256,7 +256,8 @@ def last_conv_layer(model: keras.Model, name: str | None = None):
         try:
             chosen = model.get_layer(name)
         except ValueError:
-            names = [layer.name for layer in model.layers if output_rank(layer) == 4]
+            names = [layer.name for layer in model.layers if output_rank(layer) == 4
+                     and not isinstance(layer, keras.layers.InputLayer)]
             raise InputError(f"No layer named {name!r} with a 2D feature map; allowed: "
                              f"{', '.join(names)}. {received('layer', name)}") from None
         if output_rank(chosen) != 4:

@@ -52,9 +52,10 @@ from kerascnn.checks import VISUALIZE_KINDS, InputError, received
 from kerascnn.images import as_image
 from kerascnn.inspection import (check_class_index, class_names_of, conv_layers,  # noqa: F401
                                  feature_map_layers, feature_map_model, image_input_shape,
-                                 require_conv, resolve_model)
-from kerascnn.plotting import (PICTURE_SUFFIXES, Plot, check_output_path, figure,  # noqa: F401
-                               finish, grid_shape, save_figure, show_image)
+                                 num_classes, require_conv, resolve_model)
+from kerascnn.inspection import last_conv_layer as gradcam_layer  # noqa: F401  (old name)
+from kerascnn.plotting import (DPI, PICTURE_SUFFIXES, Plot, check_output_path,  # noqa: F401
+                               figure, finish, grid_shape, save_figure, show_image)
 
 logger = logging.getLogger(__name__)
 

@@ -476,3 +476,20 @@ def test_library_input_checks(quadrant_model, tmp_path):
         V.gradcam(model, x_test[0], layer="fc1")
     with pytest.raises(InputError, match="convolution layers"):
         V.plot_filters(no_conv_model(tmp_path))
+
+
+def test_top_losses_read_the_split_again_when_the_result_kept_too_few(tiny_model, tiny_bundle):
+    from kerascnn.evaluation import evaluate
+    from kerascnn.visualize import evaluation_figures
+
+    result = evaluate(tiny_model, tiny_bundle, split="validation", top_losses=2)
+    assert len(result.top_loss_images) == 2
+    with pytest.raises(InputError, match="kept 2 top-loss images and no dataset"):
+        evaluation_figures(tiny_model, None, result, k=4)
+    top = evaluation_figures(tiny_model, tiny_bundle, result, k=4)["top_losses"]
+    assert top.data["indices"] == [int(i) for i in np.argsort(-result.losses,
+                                                              kind="stable")[:4]]
+    images = np.concatenate([np.asarray(x) for x, _ in tiny_bundle.validation])
+    for ax, index in zip(top.figure.axes, top.data["indices"]):  # the validation images
+        np.testing.assert_allclose(np.asarray(ax.images[0].get_array()),
+                                   images[index, ..., 0] / 255.0, atol=1e-6)
