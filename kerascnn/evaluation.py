@@ -31,9 +31,12 @@ from kerascnn.data import load_dataset
 from kerascnn.images import COLOR_MODES, IMAGE_EXTENSIONS, find_images, load_image  # noqa: F401
 from kerascnn.inspection import (class_names_of, image_input_shape,  # noqa: F401
                                  outputs_probabilities, resolve_model)
+from kerascnn.runs import check_model_path, read_model_metadata
 
 logger = logging.getLogger(__name__)
 
+# the dataset options a model saved by `train` remembers, which evaluate defaults to
+TRAINING_DATA_OPTIONS = ("dataset", "image_size", "color_mode", "validation_split", "seed")
 _EPSILON = 1e-7  # keras.backend.epsilon(): what Keras clips probabilities to
 
 
@@ -227,6 +230,29 @@ def _iter_batches(data: Any, split: str, batch_size: int) -> Iterator[tuple[Any,
             raise InputError("The dataset must yield (x, y) batches. "
                              f"Received: elements of type {type(batch).__name__}")
         yield batch[0], batch[1]
+
+
+def training_data_options(model: str | os.PathLike) -> dict[str, Any]:
+    """The dataset options a model was trained with, as `kerascnn train` saved them.
+
+    `kerascnn evaluate` uses them for the options the user did not give, so a
+    model is evaluated on the data (and split) it was trained on.
+
+    Args:
+        model: str or PathLike. A `.keras` file, a run folder or a tune folder.
+
+    Returns:
+        A dict with those of `TRAINING_DATA_OPTIONS` the model's saved config
+        holds (lists as tuples); empty for a model saved without one.
+
+    Raises:
+        InputError: no model at that path.
+    """
+    config = read_model_metadata(check_model_path(model)).get("config") or {}
+    if not isinstance(config, dict):
+        return {}
+    return {name: tuple(config[name]) if isinstance(config[name], list) else config[name]
+            for name in TRAINING_DATA_OPTIONS if name in config}
 
 
 def evaluate(

@@ -254,3 +254,18 @@ def test_model_with_code_is_refused_in_safe_mode(tmp_path):
     write_images(tmp_path / "imgs", 1, size=(12, 12), mode="L")
     with pytest.raises(InputError, match="Could not load .*lambda.keras.*(safe|Lambda)"):
         predict(path, [tmp_path / "imgs"])
+
+
+def test_training_data_options(tmp_path):
+    from kerascnn.evaluation import training_data_options
+    from kerascnn.runs import save_model
+
+    config = {"dataset": "digits.npz", "image_size": [20, 20], "seed": 3, "epochs": 9}
+    path = save_model(tiny_model(), tmp_path / "run" / "model.keras", config=config)
+    expected = {"dataset": "digits.npz", "image_size": (20, 20), "seed": 3}
+    assert training_data_options(path) == expected
+    assert training_data_options(tmp_path / "run") == expected  # a run folder
+    bare = save_model(tiny_model(), tmp_path / "bare.keras")
+    assert training_data_options(bare) == {}
+    with pytest.raises(InputError, match="Model file not found"):
+        training_data_options(tmp_path / "none.keras")

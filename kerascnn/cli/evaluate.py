@@ -17,8 +17,6 @@ from kerascnn.cli._options import (data_kwargs, dataset_options, start_tensorflo
 from kerascnn.images import check_image, find_images
 
 OUTPUT_FORMATS = ("table", "json", "csv")
-# dataset options that `evaluate` takes from the model's training config unless given
-TRAINING_DATA_OPTIONS = ("dataset", "image_size", "color_mode", "validation_split", "seed")
 
 
 def _model_argument(f):
@@ -89,18 +87,17 @@ def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet
     from kerascnn.charts import evaluation_plots
     from kerascnn.data import load_dataset
     from kerascnn.evaluation import evaluate as run_evaluate
+    from kerascnn.evaluation import training_data_options
     from kerascnn.inspection import resolve_model
-    from kerascnn.runs import check_model_path, prepare_output_dir, read_model_metadata
+    from kerascnn.runs import prepare_output_dir
 
-    trained = read_model_metadata(check_model_path(model)).get("config") or {}
     ctx = click.get_current_context()
-    for name in TRAINING_DATA_OPTIONS:  # unset options default to what the model was trained on
-        if name in trained and ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
-            value = trained[name]
+    for name, value in training_data_options(model).items():
+        if ctx.get_parameter_source(name) is ParameterSource.DEFAULT:  # not given: as trained
             if name == "seed":
                 seed = value
             else:
-                data_kw[name] = tuple(value) if isinstance(value, list) else value
+                data_kw[name] = value
     if plots:
         prepare_output_dir(plots, overwrite=overwrite)
     keras_model = resolve_model(model)
