@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -28,10 +27,18 @@ import numpy as np
 from kerascnn import runtime
 from kerascnn.checks import SPLITS, InputError, check_choice, check_int, received
 from kerascnn.data import load_dataset
-from kerascnn.images import COLOR_MODES, IMAGE_EXTENSIONS, find_images, load_image  # noqa: F401
-from kerascnn.inspection import (class_names_of, image_input_shape,  # noqa: F401
+from kerascnn.images import COLOR_MODES, IMAGE_EXTENSIONS, find_images, load_image
+from kerascnn.inspection import (class_names_of, image_input_shape,
                                  outputs_probabilities, resolve_model)
 from kerascnn.runs import check_model_path, read_model_metadata
+
+__all__ = [
+    "evaluate", "EvaluationResult", "predict", "PredictionResult", "classification_metrics",
+    "to_probabilities", "training_data_options", "SPLITS", "TRAINING_DATA_OPTIONS",
+    # re-exported from kerascnn.images and kerascnn.inspection (their old home was here)
+    "find_images", "load_image", "IMAGE_EXTENSIONS", "resolve_model", "class_names_of",
+    "outputs_probabilities",
+]
 
 logger = logging.getLogger(__name__)
 

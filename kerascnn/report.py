@@ -43,6 +43,7 @@ from kerascnn.checks import InputError, check_int, received
 from kerascnn.files import atomic_write_text, read_yaml
 from kerascnn.plotting import Plot, figure, finish
 from kerascnn.runs import LEADERBOARD, find_search, prepare_output_dir
+from kerascnn.tuning import leaderboard
 
 logger = logging.getLogger(__name__)
 
@@ -448,22 +449,17 @@ def leaderboard_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def format_value(value: Any) -> str:
-    """How a leaderboard value is shown: 4 decimals (0.0 for whole numbers), counts with commas."""
+    """A leaderboard value as the report shows it.
+
+    As `kerascnn tune` prints it (`kerascnn.tuning.leaderboard.format_value`:
+    4 decimals, large counts with commas), except that a value a row lacks
+    (a hyperparameter the trial did not use) is blank, and lists are joined.
+    """
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value.is_integer():
-            return f"{int(value):,}" if abs(value) >= 1000 else f"{value:.1f}"
-        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
     if isinstance(value, (list, tuple)):
         return ", ".join(format_value(v) for v in value)
-    return str(value)
+    return leaderboard.format_value(value)
 
 
 def _table(search: Search) -> tuple[list[str], list[list[tuple[str, Any, bool]]]]:

@@ -44,18 +44,35 @@ import keras
 import numpy as np
 
 from kerascnn import runtime
-from kerascnn.attribution import CAM_METHODS, GradCAM, gradcam, saliency  # noqa: F401
-from kerascnn.charts import (NOT_METRICS, evaluation_figures, evaluation_plots,  # noqa: F401
+from kerascnn.attribution import CAM_METHODS, GradCAM, gradcam, saliency
+from kerascnn.charts import (NOT_METRICS, evaluation_figures, evaluation_plots,
                              plot_confusion_matrix, plot_learning_curves, plot_top_losses,
                              read_history, top_loss_indices)
 from kerascnn.checks import VISUALIZE_KINDS, InputError, received
 from kerascnn.images import as_image
-from kerascnn.inspection import (check_class_index, class_names_of, conv_layers,  # noqa: F401
+from kerascnn.inspection import (check_class_index, class_names_of, conv_layers,
                                  feature_map_layers, feature_map_model, image_input_shape,
                                  num_classes, require_conv, resolve_model)
-from kerascnn.inspection import last_conv_layer as gradcam_layer  # noqa: F401  (old name)
-from kerascnn.plotting import (DPI, PICTURE_SUFFIXES, Plot, check_output_path,  # noqa: F401
+from kerascnn.inspection import last_conv_layer as gradcam_layer  # the old name
+from kerascnn.plotting import (DPI, PICTURE_SUFFIXES, Plot, check_output_path,
                                figure, finish, grid_shape, save_figure, show_image)
+
+__all__ = [
+    # the pictures of a model, and `kerascnn visualize`
+    "filters", "feature_maps", "plot_filters", "plot_feature_maps", "plot_gradcam",
+    "plot_saliency", "visualize", "check_output", "KINDS", "IMAGE_KINDS", "MAX_FILTERS",
+    "MAX_CHANNELS_PER_BLOCK",
+    # re-exported: class activation maps and saliency (kerascnn.attribution)
+    "CAM_METHODS", "GradCAM", "gradcam", "saliency",
+    # re-exported: pictures of results (kerascnn.charts)
+    "NOT_METRICS", "read_history", "plot_learning_curves", "plot_confusion_matrix",
+    "plot_top_losses", "top_loss_indices", "evaluation_figures", "evaluation_plots",
+    # re-exported: model inspection (kerascnn.inspection)
+    "check_class_index", "class_names_of", "conv_layers", "gradcam_layer", "image_input_shape",
+    "num_classes",
+    # re-exported: figures (kerascnn.plotting)
+    "DPI", "PICTURE_SUFFIXES", "Plot", "save_figure",
+]
 
 logger = logging.getLogger(__name__)
 
