@@ -25,11 +25,9 @@ from typing import Any
 
 import keras
 
-from kerascnn.checks import InputError
+from kerascnn.checks import SCHEDULES, InputError
 
 logger = logging.getLogger(__name__)
-
-SCHEDULES = ("constant", "cosine", "one-cycle", "plateau")
 
 # one-cycle shape, as in fastai's fit_one_cycle
 ONE_CYCLE_WARMUP_FRACTION = 0.3

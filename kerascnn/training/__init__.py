@@ -10,7 +10,7 @@ Modules, by role:
   `Deadline`: the one set of callbacks used by train, finetune and tune.
 - `fitting`: `fit_model`, compile and fit a built model with those
   callbacks, without writing a run folder.
-- `resolve`: dataset + spec resolution (`resolve_spec`, `spec_factory`),
+- `resolve`: dataset + spec resolution (`resolve_spec`, `data_and_spec`),
   `build_model`.
 - `trainer`: `train()` and its run folder (through `kerascnn.runs`), resume.
 - `range_test`: `lr_find`, the learning-rate range test.
@@ -47,7 +47,7 @@ from kerascnn.training.range_test import (LR_FIND_METHODS, LRFindResult, lr_find
 from kerascnn.training.optimizers import (check_optimizer, compile_model,
                                           current_learning_rate, make_optimizer)
 from kerascnn.training.resolve import (build_model, clone_with_weights, data_and_spec,
-                                       fit_input_shape, load_data, resolve_spec, spec_factory)
+                                       fit_input_shape, load_data, resolve_spec)
 from kerascnn.training.trainer import TrainResult, train
 
 __all__ = [
@@ -59,5 +59,5 @@ __all__ = [
     "is_chief", "keras_multiworker_fixes", "load_data", "lr_find", "make_optimizer",
     "make_strategy", "op_determinism", "parse_tf_config", "plot_lr_find",
     "read_history", "read_history_csv", "resolve_precision", "resolve_spec",
-    "spec_factory", "steps_per_epoch", "suggest_learning_rate", "train",
+    "steps_per_epoch", "suggest_learning_rate", "train",
 ]

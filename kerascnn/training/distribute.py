@@ -17,9 +17,8 @@ from keras.src import tree
 from keras.src.backend.tensorflow import trainer as tf_trainer
 from tensorflow.python.framework import config as tf_config_module
 
-from kerascnn.checks import InputError, check_choice
+from kerascnn.checks import STRATEGIES, InputError, check_choice
 
-STRATEGIES = ("none", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 _TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '

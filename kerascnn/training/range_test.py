@@ -15,15 +15,13 @@ import tensorflow as tf
 
 from kerascnn import runtime
 from kerascnn.plotting import check_output_path, plot_lr_find
-from kerascnn.checks import InputError, check_choice, check_float, check_int, received
+from kerascnn.checks import (LR_FIND_METHODS, InputError, check_choice, check_float,
+                             check_int, received)
 from kerascnn.data import DatasetBundle
 from kerascnn.training.optimizers import check_optimizer, compile_model, make_optimizer
 from kerascnn.training.resolve import build_model, clone_with_weights, data_and_spec, load_data
 
 logger = logging.getLogger(__name__)
-
-LR_FIND_METHODS = ("steepest", "minimum/10")
-
 
 @dataclasses.dataclass
 class LRFindResult:

@@ -1,33 +1,28 @@
 """From what a user gives to what trains: the dataset, the `CNNSpec` fitted to it, the model.
 
 `resolve_spec` turns a preset name, a dict, a spec file, a `CNNSpec` or a
-factory into a `CNNSpec` that fits the data; `spec_factory` makes such a
-factory from the options of `kerascnn train` (`--preset`, `--config`,
-`--from`, field flags); `data_and_spec` loads the data and resolves the spec
-against it; `build_model` puts the data's preprocessing in front of
-`build_cnn`.
+factory `(input_shape, num_classes) -> CNNSpec` (the command line builds
+one from its options) into a `CNNSpec` that fits the data; `data_and_spec`
+loads the data and resolves the spec against it; `build_model` puts the
+data's preprocessing in front of `build_cnn`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import keras
 
 from kerascnn.builders import build_cnn
-from kerascnn.checks import InputError, received
+from kerascnn.checks import InputError
 from kerascnn.data import DatasetBundle, as_bundle, network_input_shape, preprocessing_layers
 from kerascnn.files import read_yaml
 from kerascnn.presets import get_preset
-from kerascnn.runs import find_spec_file
 from kerascnn.spec import CNNSpec
 
 logger = logging.getLogger(__name__)
-
-SpecFactory = Callable[[Sequence[int], int], CNNSpec]
-
 
 def resolve_spec(spec_or_preset, *, input_shape: tuple[int, ...], num_classes: int,
                  **fields: Any) -> CNNSpec:
@@ -36,7 +31,7 @@ def resolve_spec(spec_or_preset, *, input_shape: tuple[int, ...], num_classes: i
     A preset (or a dict/file without `input_shape`/`num_classes`) takes the
     dataset's shape and class count; an explicit spec must agree with them.
     A callable is called as `spec_or_preset(input_shape, num_classes)` and
-    must return a `CNNSpec` (see `spec_factory`). `fields` override spec fields.
+    must return a `CNNSpec`. `fields` override spec fields.
 
     Raises:
         InputError: an unusable spec, or one whose classes differ from the data's.
@@ -77,64 +72,6 @@ def resolve_spec(spec_or_preset, *, input_shape: tuple[int, ...], num_classes: i
                          f"{num_classes} classes; set num_classes to match. "
                          f"Received: num_classes={spec.num_classes}")
     return spec
-
-
-def spec_factory(*, preset: str | None = None, spec_file: str | os.PathLike | None = None,
-                 from_dir: str | os.PathLike | None = None,
-                 input_shape: Sequence[int] | None = None, num_classes: int | None = None,
-                 default_preset: str = "simple", **fields: Any) -> SpecFactory:
-    """A callable `(input_shape, num_classes) -> CNNSpec` for `train(spec=...)`.
-
-    A preset takes the dataset's shape and classes unless `input_shape` or
-    `num_classes` say otherwise; a spec file (`spec_file`, or the
-    `spec.yaml` of the run or tune result in `from_dir`) keeps its own.
-    `fields` (CNNSpec fields; `None` values are ignored) override either.
-    Everything is checked here, before any data is loaded.
-
-    Args:
-        preset: str. A preset name. Defaults to `default_preset` when no
-            file is given.
-        spec_file: str. A CNNSpec YAML/JSON file.
-        from_dir: str. A run folder or tune result (see `runs.find_run`).
-        input_shape, num_classes: override the data's (or the file's).
-        default_preset: str. Defaults to `"simple"`.
-        **fields: CNNSpec fields.
-
-    Returns:
-        The factory.
-
-    Raises:
-        InputError: two sources given, a missing file, or a field the spec refuses.
-    """
-    if sum(x is not None and x != "" for x in (preset, spec_file, from_dir)) > 1:
-        raise InputError(f"Give one of from_dir (--from), preset (--preset) or spec_file "
-                         f"(--config). Received: preset={preset!r}, spec_file={spec_file!r}, "
-                         f"from_dir={from_dir!r}")
-    if from_dir is not None:
-        spec_file = find_spec_file(from_dir, name="--from")
-    if spec_file and not os.path.isfile(spec_file):
-        raise InputError(f"Spec file not found. {received('spec_file', str(spec_file))}")
-    fields = {k: v for k, v in fields.items() if v is not None}
-    loaded = CNNSpec.load(spec_file) if spec_file else None
-
-    def make(data_shape, data_classes) -> CNNSpec:
-        if loaded is not None:
-            changes = dict(fields)
-            if input_shape is not None:
-                changes["input_shape"] = tuple(input_shape)
-            if num_classes is not None:
-                changes["num_classes"] = num_classes
-            return loaded.replace(**changes) if changes else loaded
-        shape = input_shape if input_shape is not None else data_shape
-        return get_preset(preset or default_preset,
-                          input_shape=tuple(shape) if shape is not None else None,
-                          num_classes=num_classes if num_classes is not None else data_classes,
-                          **fields)
-
-    # a bad file, preset or field value fails here, before any data is loaded (a preset is
-    # checked at its own input shape: the fields' values, not yet their fit to the data)
-    make(None, None)
-    return make
 
 
 def fit_input_shape(spec: CNNSpec, bundle: DatasetBundle, image_size):

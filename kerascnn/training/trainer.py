@@ -172,7 +172,7 @@ def train(
     Args:
         spec: `CNNSpec`, dict of spec fields, preset name (`"simple"`,
             `"lenet5"`, ...), path of a spec YAML/JSON file, or a callable
-            `(input_shape, num_classes) -> CNNSpec` (see `spec_factory`).
+            `(input_shape, num_classes) -> CNNSpec`.
             A preset takes the dataset's input shape and class count.
             Defaults to `"simple"`.
         dataset: str or `DatasetBundle`. A dataset name as
