@@ -119,7 +119,8 @@ def config_option(help: str = "YAML/JSON file of option values; flags override i
 def verbosity_options(f: Callable) -> Callable:
     f = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(f)
     f = click.option("-v", "--verbose", count=True,
-                     help="More output (-v: Keras progress bars, -vv: debug logs).")(f)
+                     help="More output (-v: Keras progress bars and TensorFlow's start-up "
+                          "lines; -vv: debug logs, and the traceback of an internal error).")(f)
     return f
 
 
