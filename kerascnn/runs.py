@@ -172,12 +172,17 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> P
     validated, so a failed load never leaves an empty run folder behind.
 
     Raises:
-        InputError: the path is a file, or a folder with results and no `overwrite`.
+        InputError: the path is a file, or a folder with results and no `overwrite`,
+            or it cannot be made (a file where a parent folder should be).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"Output path exists and is not a folder. Choose another "
                          f"--output-dir. {received('output_dir', str(path))}")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if not path.exists() and parent is not None and not parent.is_dir():
+        raise InputError(f"Output folder cannot be made: {str(parent)!r} is a file. Choose "
+                         f"another --output-dir. {received('output_dir', str(path))}")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise InputError(f"Output folder {str(path)!r} already holds results; pass "
                          f"--overwrite to replace them or choose another --output-dir. "
