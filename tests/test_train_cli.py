@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 
-import numpy as np
 import pytest
 
 from kerascnn.cli import main
@@ -15,22 +14,9 @@ TINY = ["--conv-blocks", "1", "--convs-per-block", "1", "--filters", "4", "--den
 
 
 @pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory):
-    """Three classes told apart by the bright quadrant of a 12x12 image."""
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, 3, size=n)
-        x = rng.integers(0, 60, size=(n, SIZE, SIZE, 1))
-        for i, label in enumerate(y):
-            r, c = divmod(int(label), 2)
-            x[i, r * 6:(r + 1) * 6, c * 6:(c + 1) * 6] += 180
-        return x.astype("uint8"), y
-
-    path = tmp_path_factory.mktemp("data") / "quadrants.npz"
-    (x_train, y_train), (x_test, y_test) = make(200), make(40)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return str(path)
+def tiny_npz(quadrant_npz):
+    """The shared 12x12 quadrant images: three classes told apart by the bright quadrant."""
+    return str(quadrant_npz)
 
 
 @pytest.fixture(scope="module")

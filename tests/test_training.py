@@ -1,55 +1,43 @@
-"""kerascnn.training: train(), its run folder, options, resume, determinism, lr_find."""
+"""kerascnn.training: train(), its run folder, options, resume, determinism, lr_find,
+fit_model and the callbacks."""
 
 from __future__ import annotations
 
 import csv
-import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 from tensorflow.python.framework import config as tf_config
 
 from kerascnn.checks import InputError
-from kerascnn.runs import load_model, read_json, read_yaml
+from kerascnn.data import load_dataset
+from kerascnn.runs import load_model, read_history, read_json, read_yaml
+from kerascnn.spec import CNNSpec
+from kerascnn.training import (BestCheckpoint, History, compile_model, fit_model, is_chief,
+                               lr_find, resolve_precision, suggest_learning_rate, train)
 
-# a 3-class problem a tiny CNN learns in a couple of epochs: the bright quadrant is the class
 SIZE = 12
 TINY_SPEC = dict(conv_blocks=1, convs_per_block=1, filters=4, dense_units=(8,))
 
 
-def make_quadrant_npz(path, n_train=240, n_test=60, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 3, size=n)
-        x = rng.integers(0, 60, size=(n, SIZE, SIZE, 1))
-        half = SIZE // 2
-        for i, label in enumerate(y):
-            r, c = divmod(int(label), 2)
-            x[i, r * half:(r + 1) * half, c * half:(c + 1) * half] += 180
-        return x.astype("uint8"), y.astype("int64")
-
-    x_train, y_train = make(n_train)
-    x_test, y_test = make(n_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-             class_names=np.array(["top_left", "top_right", "bottom_left"]))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory):
-    return make_quadrant_npz(tmp_path_factory.mktemp("data") / "quadrants.npz")
+def tiny_npz(quadrant_npz):
+    """The shared 12x12 quadrant images (3 classes), as a path string."""
+    return str(quadrant_npz)
 
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_npz, tmp_path_factory):
     """One complete run folder, shared by the checks of its files."""
-    import keras
-
-    from kerascnn.training import train
-
     keras.utils.set_random_seed(0)
     out = tmp_path_factory.mktemp("runs") / "run"
     result = train("simple", dataset=tiny_npz, epochs=3, batch_size=32, output_dir=out,
@@ -62,8 +50,6 @@ def finished_run(tiny_npz, tmp_path_factory):
 
 
 def test_run_folder_holds_every_file(finished_run):
-    from kerascnn.spec import CNNSpec
-
     result, out = finished_run
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["spec.yaml", "config.yaml", "history.csv", "model.keras", "metrics.json",
@@ -98,8 +84,6 @@ def test_history_csv_has_one_row_per_epoch(finished_run):
 
 
 def test_metrics_match_the_saved_model(finished_run, tiny_npz):
-    from kerascnn.data import load_dataset
-
     result, out = finished_run
     metrics = read_json(out / "metrics.json")
     assert set(metrics) >= {"test_accuracy", "test_loss", "best_epoch", "epochs_run"}
@@ -117,8 +101,6 @@ def test_metrics_match_the_saved_model(finished_run, tiny_npz):
 
 
 def test_existing_run_is_refused_and_left_untouched(finished_run, tiny_npz):
-    from kerascnn.training import train
-
     _, out = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     with pytest.raises(InputError, match="already holds results.*--overwrite"):
@@ -130,8 +112,6 @@ def test_existing_run_is_refused_and_left_untouched(finished_run, tiny_npz):
 
 
 def test_bad_data_writes_nothing(tmp_path):
-    from kerascnn.training import train
-
     out = tmp_path / "run"
     with pytest.raises(ValueError):
         train("simple", dataset=str(tmp_path / "missing.npz"), epochs=1, output_dir=out)
@@ -160,8 +140,6 @@ def test_bad_data_writes_nothing(tmp_path):
      "resume is not supported with strategy='multiworker'"),
 ])
 def test_train_rejects_bad_options(kwargs, match, tmp_path):
-    from kerascnn.training import train
-
     kwargs = {**kwargs}
     if "output_dir" in kwargs:
         kwargs["output_dir"] = tmp_path / "x"
@@ -180,8 +158,6 @@ def test_train_rejects_bad_options(kwargs, match, tmp_path):
      "must be HOST:PORT"),
 ])
 def test_multiworker_checks_tf_config(tf_config, match, monkeypatch):
-    from kerascnn.training import train
-
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
@@ -191,8 +167,6 @@ def test_multiworker_checks_tf_config(tf_config, match, monkeypatch):
 
 
 def test_is_chief_picks_worker_zero_or_the_chief():
-    from kerascnn.training import is_chief
-
     workers = {"worker": ["a:1", "b:2"]}
     assert is_chief(None)
     assert is_chief({"cluster": workers, "task": {"type": "worker", "index": 0}})
@@ -203,9 +177,6 @@ def test_is_chief_picks_worker_zero_or_the_chief():
 
 
 def test_spec_must_fit_the_data(tiny_npz):
-    from kerascnn.spec import CNNSpec
-    from kerascnn.training import train
-
     wrong_classes = CNNSpec(input_shape=(SIZE, SIZE, 1), num_classes=5, **TINY_SPEC)
     with pytest.raises(InputError, match="num_classes=5 but the dataset has 3 classes"):
         train(wrong_classes, dataset=tiny_npz, epochs=1)
@@ -233,8 +204,6 @@ class Probe(keras.callbacks.Callback):
 
 
 def _runs_with_probe(tiny_npz, seeds, deterministic):
-    from kerascnn.training import train
-
     out = []
     for seed in seeds:
         probe = Probe()
@@ -267,10 +236,6 @@ def test_same_seed_without_op_determinism_fixes_the_start_not_the_bits(tiny_npz)
 
 
 def test_resume_continues_from_the_last_finished_epoch(tiny_npz, tmp_path):
-    import keras
-
-    from kerascnn.training import train
-
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 2:
@@ -309,12 +274,6 @@ def test_resume_continues_from_the_last_finished_epoch(tiny_npz, tmp_path):
 
 
 def test_mixed_precision_and_jit(tiny_npz):
-    import keras
-
-    from kerascnn.training import resolve_precision, train
-
-    import tensorflow as tf
-
     expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
     assert resolve_precision(True) == expected
     assert resolve_precision(False) == "float32"
@@ -332,8 +291,6 @@ def test_mixed_precision_and_jit(tiny_npz):
 
 
 def test_overwrite_replaces_only_run_files_and_tensorboard_logs(tiny_npz, tmp_path):
-    from kerascnn.training import train
-
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -350,8 +307,6 @@ def test_overwrite_replaces_only_run_files_and_tensorboard_logs(tiny_npz, tmp_pa
 
 
 def test_suggest_learning_rate_finds_the_steepest_descent():
-    from kerascnn.training import suggest_learning_rate
-
     lrs = np.logspace(-6, 0, 61)
     # flat, then falls fastest at 1e-3, bottoms out at 1e-1, then blows up
     x = np.log10(lrs)
@@ -364,11 +319,6 @@ def test_suggest_learning_rate_finds_the_steepest_descent():
 
 
 def test_lr_find_on_a_keras_model_leaves_it_unchanged(tmp_path):
-    import keras
-    from PIL import Image
-
-    from kerascnn.training import lr_find
-
     rng = np.random.default_rng(0)
     x = rng.normal(size=(512, 8)).astype("float32")
     y = (x @ rng.normal(size=(8, 3))).argmax(1)
@@ -405,8 +355,6 @@ def test_lr_find_on_a_keras_model_leaves_it_unchanged(tmp_path):
     (dict(output="plot.jpg"), "must be a picture file ending in .png. Received: output=.plot.jpg."),
 ])
 def test_lr_find_rejects_bad_input(kwargs, match):
-    from kerascnn.training import lr_find
-
     with pytest.raises(InputError, match=match):
         lr_find("simple", dataset="no-such-dataset", **kwargs)
 
@@ -414,12 +362,6 @@ def test_lr_find_rejects_bad_input(kwargs, match):
 @pytest.mark.slow
 def test_kill_9_then_resume_from_the_command_line(tiny_npz, tmp_path):
     """SIGKILL `kerascnn train` after two epochs; `--resume` finishes the remaining two."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "kerascnn", "train", "--dataset", tiny_npz, "--epochs", "4",
             "--batch-size", "16", "--early-stopping", "0", "--schedule", "cosine",
@@ -454,3 +396,102 @@ def test_kill_9_then_resume_from_the_command_line(tiny_npz, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["spec.yaml", "config.yaml", "history.csv", "model.keras", "metrics.json",
          "manifest.json"])
+
+
+# ---------------------------------------------------------------------------- fit_model, callbacks
+
+
+def _dense_data(n=96, batch=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int64")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def _dense_model():
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                             keras.layers.Dense(2)])
+
+
+def test_fit_model_writes_only_what_it_is_asked_to(tmp_path):
+    data = _dense_data()
+    result = fit_model(_dense_model(), data, validation_data=data, epochs=3,
+                       learning_rate=0.05, history_path=tmp_path / "history.csv",
+                       checkpoint_dir=tmp_path / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "history.csv"]
+    on_disk = read_history(tmp_path / "history.csv")
+    assert [r["epoch"] for r in on_disk] == [r["epoch"] for r in result.history]
+    assert [r["val_loss"] for r in on_disk] == pytest.approx(
+        [r["val_loss"] for r in result.history], rel=1e-6)
+    assert [r["epoch"] for r in result.history] == [0, 1, 2]
+    assert result.monitor == "val_loss" and result.epochs_trained == 3
+    best = min(result.history, key=lambda r: r["val_loss"])
+    assert result.best_epoch == best["epoch"] and result.best == pytest.approx(best["val_loss"])
+    assert not (result.stopped_early or result.stopped_by_deadline or result.diverged)
+    # the model holds the best epoch's weights
+    again = result.model.evaluate(data, verbose=0, return_dict=True)
+    assert again["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_fit_model_stops_at_the_deadline():
+    result = fit_model(_dense_model(), _dense_data(), epochs=50, deadline=time.time() - 1)
+    assert len(result.history) == 1 and result.stopped_by_deadline
+    assert result.monitor == "loss"  # no validation data
+    batches = fit_model(_dense_model(), _dense_data(), epochs=50, deadline=time.time() - 1,
+                        deadline_per_batch=True)
+    assert batches.stopped_by_deadline and len(batches.history) == 1
+
+
+def test_fit_model_reports_divergence_and_stops():
+    model = _dense_model()
+    result = fit_model(model, _dense_data(), epochs=20, optimizer="sgd", learning_rate=1e30,
+                       restore_best=False)
+    assert result.diverged and len(result.history) < 20
+
+
+def test_fit_model_continues_one_history_across_two_fits():
+    """As fine-tuning's two phases do: one History, the second fit starts where the first
+    ended, with its own columns."""
+    model = _dense_model()
+    history = History(fields={"phase": "one"})
+    fit_model(model, _dense_data(), epochs=2, history=history, learning_rate=0.01)
+    history.fields = {"phase": "two"}
+    compile_model(model, optimizer="sgd", learning_rate=0.001)
+    second = fit_model(model, _dense_data(), epochs=3, initial_epoch=2, history=history,
+                       compile=False)
+    assert [(r["epoch"], r["phase"]) for r in second.history] == [
+        (0, "one"), (1, "one"), (2, "two")]
+    assert second.epochs_trained == 1
+    assert second.history[-1]["learning_rate"] == pytest.approx(0.001)
+    assert isinstance(model.optimizer, keras.optimizers.SGD)  # compile=False kept it
+
+
+def test_best_checkpoint_on_disk_survives_a_new_callback(tmp_path):
+    model = _dense_model()
+    first = BestCheckpoint(tmp_path, monitor="loss")
+    first.set_model(model)
+    first.on_epoch_end(0, {"loss": 0.5})
+    saved = [w.copy() for w in model.get_weights()]
+    first.on_epoch_end(1, {"loss": 0.7})  # worse: not kept
+    first.on_epoch_end(2, {"loss": float("nan")})  # never kept
+    model.set_weights([w + 1 for w in saved])
+    second = BestCheckpoint(tmp_path, monitor="loss")  # a resumed run
+    second.set_model(model)
+    assert (second.best, second.best_epoch) == (0.5, 0)
+    assert second.restore_best()
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), saved))
+    assert not BestCheckpoint(None).restore_best()
+
+
+def test_history_drops_epochs_after_a_restored_one(tmp_path):
+    rows = [{"epoch": e, "loss": 1.0} for e in range(3)]
+    model = _dense_model()
+    history = History(tmp_path / "h.csv", previous_rows=rows)
+    history.set_model(model)
+    model._initial_epoch = 2  # what BackupAndRestore sets
+    history.on_train_begin()
+    assert [r["epoch"] for r in history.rows] == [0, 1]
+    model._initial_epoch = None  # a plain fit keeps everything
+    history.rows = list(rows)
+    history.on_train_begin()
+    assert len(history.rows) == 3

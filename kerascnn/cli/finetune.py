@@ -52,7 +52,7 @@ def finetune(config, backbone, weights, dataset, data_dir, image_size, color_mod
 
     Images of any size and channel count are resized to --image-size and
     converted to RGB inside the model, so the saved model takes raw pixels.
-    Writes the run folder of `kerascnn train`: spec.yaml (the backbone),
+    Writes a run folder (kerascnn.runs): backbone.yaml (the backbone and head),
     config.yaml, history.csv, model.keras, metrics.json, manifest.json.
 
     \b
