@@ -120,8 +120,10 @@ def learning_rate_at(progress: float, peak: float, schedule: str = "one-cycle") 
 
     `one-cycle`: linear from `peak / 25` to `peak` over the first 30%, then a
     cosine down to `peak / 250000`. `linear`: linear from `peak / 25` to `peak`
-    over the first 5%, then linear to 0.
+    over the first 5%, then linear to 0. `constant`: `peak` throughout.
     """
+    if schedule == "constant":
+        return float(peak)
     p = min(1.0, max(0.0, float(progress)))
     warm = WARMUP[schedule]
     low = peak / START_DIV
@@ -146,15 +148,20 @@ class ClockSchedule(keras.callbacks.Callback):
     Args:
         peak: float. The peak rate.
         end: float. `time.time()` at which the rate reaches its end.
-        schedule: str. `"one-cycle"` or `"linear"`.
+        schedule: str. `"one-cycle"`, `"linear"` or `"constant"`.
         max_epochs: int. The `epochs` given to `fit`.
         steps_per_epoch: int. Batches per epoch.
         progress_path: Path or None. The JSON file of progress per epoch.
+        clock: callable returning seconds. Defaults to `time.time` (then `end`
+            is a `time.time()` value); `time.process_time` gives every run the
+            same CPU time instead, which a benchmark on a shared machine wants.
     """
 
     def __init__(self, peak: float, end: float, *, schedule: str = "one-cycle",
-                 max_epochs: int, steps_per_epoch: int, progress_path: Optional[Path] = None):
+                 max_epochs: int, steps_per_epoch: int, progress_path: Optional[Path] = None,
+                 clock: Callable[[], float] = time.time):
         super().__init__()
+        self.clock = clock
         self.peak, self.end, self.schedule = float(peak), float(end), schedule
         self.max_epochs, self.steps = int(max_epochs), max(1, int(steps_per_epoch))
         self.progress_path = progress_path
@@ -174,13 +181,13 @@ class ClockSchedule(keras.callbacks.Callback):
         self.start_progress = self._recorded[str(max(earlier))] if earlier else 0.0
         self._recorded = {k: v for k, v in self._recorded.items() if int(k) < done}
         self.progress = self.start_progress
-        self._t0 = time.time()
+        self._t0 = self.clock()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
-        now = time.time()
+        now = self.clock()
         span = max(1e-9, self.end - self._t0)
         by_time = self.start_progress + (1 - self.start_progress) * (now - self._t0) / span
         by_steps = (self._epoch + (batch + 1) / self.steps) / self.max_epochs
@@ -189,7 +196,7 @@ class ClockSchedule(keras.callbacks.Callback):
             learning_rate_at(self.progress, self.peak, self.schedule))
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.progress >= 1.0 or time.time() >= self.end:
+        if self.progress >= 1.0 or self.clock() >= self.end:
             self.progress, self.fired = 1.0, True
             self.model.stop_training = True
 
@@ -197,10 +204,10 @@ class ClockSchedule(keras.callbacks.Callback):
         self._recorded[str(int(epoch))] = self.progress
         if self.progress_path is not None:
             write_json(self.progress_path, {"epochs": self._recorded})
-        left = max(0.0, self.end - time.time())
+        now = self.clock()
         logger.info("final training %s of %s  (epoch %d, lr %.3g)",
-                    format_duration(time.time() - self._t0), format_duration(
-                        time.time() - self._t0 + left), epoch + 1,
+                    format_duration(now - self._t0),
+                    format_duration(max(now, self.end) - self._t0), epoch + 1,
                     learning_rate_at(self.progress, self.peak, self.schedule))
 
 
