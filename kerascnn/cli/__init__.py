@@ -100,13 +100,17 @@ class InternalError(click.ClickException):
             self.traceback,
         ])
         for folder in (*crash_folders(self.params), Path(tempfile.gettempdir())):
-            path = folder / f"kerascnn-crash-{stamp}-{os.getpid()}.txt"
-            try:
-                path.write_text(text, encoding="utf-8")
-            except OSError:
-                continue
-            self.crash_file = path
-            return path
+            for n in range(100):  # never overwrite an earlier crash file
+                path = folder / f"kerascnn-crash-{stamp}-{os.getpid()}{f'-{n}' if n else ''}.txt"
+                try:
+                    with open(path, "x", encoding="utf-8") as f:
+                        f.write(text)
+                except FileExistsError:
+                    continue
+                except OSError:
+                    break
+                self.crash_file = path
+                return path
         return None
 
     def show(self, file=None) -> None:
