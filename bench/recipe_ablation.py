@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import emit, machine, say  # noqa: E402
+from _common import add_bench_options, emit, machine, say, use_options  # noqa: E402
 
 from kerascnn import runtime  # noqa: E402
 
@@ -151,7 +151,8 @@ def main(argv=None) -> int:
                         help="comma-separated subset of: " + ", ".join(VARIANTS))
     parser.add_argument("--directory", default="/tmp/kerascnn-bench-ablation",
                         help="where the digits .npz is written")
-    args = parser.parse_args(argv)
+    add_bench_options(parser)
+    args = use_options(parser.parse_args(argv))
     name = args.dataset or "digits"
     seconds = args.seconds or (6.0 if args.quick else (12.0 if name == "digits" else 30.0))
     seeds = args.seeds or (1 if args.quick else 2)
@@ -193,8 +194,14 @@ def main(argv=None) -> int:
         delta = "" if base is None else f"{s['points_vs_baseline']:+8.2f}"
         say(f"{v:16s} {acc:7.4f} {delta:>8s} {s['spread_points']:7.2f} "
             f"{s['tta_accuracy']:7.4f} {s['epochs']:6.1f}")
-    emit("recipe_ablation", dataset=name, quick=args.quick, seconds_per_run=seconds,
-         seeds=seeds, num_train=bundle.num_train, num_test=bundle.num_test,
+    # flat figures for BENCHMARKS.md: points each variant gains over the baseline,
+    # and what averaging over the mirrored image adds to the flip-trained model
+    flat = {f"{v}_points": summary[v]["points_vs_baseline"] for v in names if v != "baseline"}
+    if "flip" in summary:
+        flat["flip_tta_points"] = summary["flip"]["tta_points"]
+    emit(f"recipe_ablation_{name}" if name in ("digits", "sample") else "recipe_ablation",
+         dataset=name, quick=args.quick, seconds_per_run=seconds, seeds=seeds,
+         num_train=bundle.num_train, num_test=bundle.num_test, **flat,
          variants=summary, machine=machine())
     return 0
 

@@ -44,8 +44,10 @@ parameter count and MACs; the same network trained again at a later rung
 or with another learning rate counts once); `candidates` counts completed
 trials.
 
-The last line printed is one JSON object (see `emit`), with `targets` and
-`met`; `--check` exits 1 when a target is missed.
+The last line printed is one JSON object (`_common.emit`: `targets`, `met`,
+recorded in `bench/results/search.jsonl` for Fashion-MNIST,
+`search_sample.jsonl`, `search_digits.jsonl`); `--check` exits 1 when a
+target is missed.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import emit, machine, say  # noqa: E402
+from _common import add_bench_options, emit, machine, say, target, use_options  # noqa: E402
 
 from kerascnn import runtime  # noqa: E402
 
@@ -265,30 +267,28 @@ class _BestWithin(keras.callbacks.Callback):
 # ---------------------------------------------------------------------------
 
 
-def targets_for(name: str, budget_seconds: Optional[float]) -> dict[str, tuple[str, float]]:
-    """The issue's targets for this data set: figure -> (comparison, value)."""
+def targets_for(name: str, budget_seconds: Optional[float]) -> dict[str, dict[str, Any]]:
+    """The issue's targets for this data set (`_common.target` records)."""
     if name == "fashion_mnist":
-        targets = {"difference_points": (">=", 1.0), "kerascnn_test_accuracy": (">=", 0.930),
-                   "architectures": (">=", 16)}
+        targets = {"difference_points": target(">=", 1.0),
+                   "kerascnn_test_accuracy": target(">=", 0.930),
+                   "architectures": target(">=", 16)}
     elif name in ("sample", "fashion_mnist_sample"):
-        targets = {"difference_points": (">=", 1.0)}
+        targets = {"difference_points": target(">=", 1.0)}
     elif name == "digits":
-        targets = {"difference_points": (">=", 0.0)}
+        targets = {"difference_points": target(">=", 0.0)}
     else:
         targets = {}
     if budget_seconds:
-        targets["wall_seconds"] = ("<=", round(budget_seconds * 1.05, 1))
+        targets["wall_seconds"] = target("<=", round(budget_seconds * 1.05, 1))
     return targets
 
 
-def check_targets(figures: dict[str, Any], targets: dict[str, tuple[str, float]]
-                  ) -> dict[str, bool]:
-    """Whether each target is met (False when the figure is missing)."""
-    met = {}
-    for key, (op, value) in targets.items():
-        got = figures.get(key)
-        met[key] = got is not None and (got >= value if op == ">=" else got <= value)
-    return met
+def bench_name(dataset: str) -> str:
+    """The record's name: one results file per data set (`bench/results/NAME.jsonl`)."""
+    return {"fashion_mnist": "search", "sample": "search_sample",
+            "fashion_mnist_sample": "search_sample", "digits": "search_digits"}.get(
+                dataset, "search_other")
 
 
 # ---------------------------------------------------------------------------
@@ -313,9 +313,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tune-arg", action="append", default=[], metavar="ARG",
                         help="an extra argument for kerascnn tune (repeatable), "
                              "e.g. --tune-arg=--max-trials --tune-arg=4")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 when a target is missed")
-    args = parser.parse_args(argv)
+    add_bench_options(parser)
+    args = use_options(parser.parse_args(argv))
     if args.dataset is None:
         args.dataset = "sample" if args.quick else "fashion_mnist"
     if args.budget is None and not args.quick:
@@ -361,17 +360,11 @@ def main(argv=None) -> int:
         "load_avg": {"kerascnn": [tuned["load_before"], tuned["load_after"]],
                      "recipe": [recipe["load_before"], recipe["load_after"]]},
     }
-    targets = targets_for(args.dataset, budget_seconds)
-    met = check_targets(figures, targets)
-    for key, (op, value) in targets.items():
-        got = figures.get(key)
-        say(f"target {key} {op} {value}: {'-' if got is None else round(got, 4)} "
-            f"{'met' if met[key] else 'NOT met'}")
-    emit("search", **figures, method="sequential: kerascnn, then the recipe for its wall time",
-         directory=str(directory),
-         targets={k: f"{op} {v}" for k, (op, v) in targets.items()}, met=met,
-         machine=machine())
-    return 1 if args.check and not all(met.values()) else 0
+    emit(bench_name(args.dataset), **figures,
+         method="sequential: kerascnn, then the recipe for its wall time",
+         directory=str(directory), machine=machine(),
+         targets=targets_for(args.dataset, budget_seconds))
+    return 0
 
 
 if __name__ == "__main__":
