@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from kerascnn import runtime
 from kerascnn.data import builtin as _builtin
 from kerascnn.data import sources as _sources
 
@@ -235,7 +236,8 @@ def _pipeline(pool, *, training: bool, batch_size: int, seed: int, example_bytes
         buffer = min(n, max(1024, SHUFFLE_BUFFER_BYTES // max(example_bytes, 1)))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # tf.data autotuning off unless the user asks (issue 15): kerascnn.runtime decides
+    return runtime.configure_dataset(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def load_dataset(

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import keras
 import tensorflow as tf
 
+from kerascnn import runtime
 from kerascnn.checks import InputError, check_int
 from kerascnn.schedules import make_schedule, validate_schedule
 from kerascnn.training.callbacks import (BestCheckpoint, Deadline, EpochLogger, History,
@@ -231,8 +232,9 @@ def fit_model(
     cbs += list(callbacks)
 
     strategy_name = "multiworker" if _is_multiworker(strategy) else "none"
-    train_ds = distributable(train_data, strategy_name)
-    val_ds = distributable(validation_data, strategy_name)
+    # kerascnn.runtime's dataset options (tf.data autotuning off, issue 15) on any dataset
+    train_ds = runtime.configure_dataset(distributable(train_data, strategy_name))
+    val_ds = runtime.configure_dataset(distributable(validation_data, strategy_name))
     fit_scope = contextlib.nullcontext()
     if strategy_name == "multiworker":
         model._distribute_strategy = None  # see keras_multiworker_fixes
