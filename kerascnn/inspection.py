@@ -110,7 +110,7 @@ def class_names_of(model: keras.Model, classes: int | None = None) -> list[str]:
 
 
 def check_class_index(model: keras.Model, class_index: Any) -> int | None:
-    """`class_index` as an int, checked against the model's classes (`None` passes).
+    """`class_index` as an int, checked against the model's outputs (`None` passes).
 
     Raises:
         InputError: not an integer, or outside `0 .. classes - 1`.
@@ -119,11 +119,11 @@ def check_class_index(model: keras.Model, class_index: Any) -> int | None:
         return None
     if not is_int(class_index):
         raise InputError(f"The class must be an integer index. {received('class', class_index)}")
-    n = len(class_names_of(model))
+    n = num_classes(model)  # the output's width: a class score to explain for each
     class_index = int(class_index)
     if not 0 <= class_index < n:
         raise InputError(f"The class must be an index from 0 to {n - 1} (the model has {n} "
-                         f"classes). Received: class={class_index}")
+                         f"class outputs). Received: class={class_index}")
     return class_index
 
 

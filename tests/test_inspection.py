@@ -54,7 +54,9 @@ def test_binary_one_unit_classifier_has_two_classes():
     model = keras.Model(inputs, outputs)
     assert num_classes(model) == 1 and class_names_of(model) == ["0", "1"]
     assert outputs_probabilities(model)
-    assert check_class_index(model, np.int64(1)) == 1
+    assert check_class_index(model, np.int64(0)) == 0  # one score to explain
+    with pytest.raises(InputError, match="from 0 to 0"):
+        check_class_index(model, 1)
 
 
 def test_models_that_are_no_image_classifiers_are_refused():
@@ -72,7 +74,7 @@ def test_models_that_are_no_image_classifiers_are_refused():
 def test_check_class_index(tiny_model):
     assert check_class_index(tiny_model, None) is None
     assert check_class_index(tiny_model, np.int32(3)) == 3
-    with pytest.raises(InputError, match=r"from 0 to 3 \(the model has 4 classes\). "
+    with pytest.raises(InputError, match=r"from 0 to 3 \(the model has 4 class outputs\). "
                                          r"Received: class=4"):
         check_class_index(tiny_model, 4)
     for bad in (1.5, True, "2"):
