@@ -6,6 +6,8 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from kerascnn.checks import InputError
@@ -98,3 +100,57 @@ def test_find_images(tmp_path):
         find_images([tmp_path / "missing.png"])
     with pytest.raises(InputError, match="at least one"):
         find_images([])
+
+
+def _encoded(fmt: str, mode: str) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return buf.getvalue()
+
+
+_FORMATS = [("PNG", "RGB"), ("PNG", "L"), ("JPEG", "RGB"), ("GIF", "P"), ("BMP", "RGB"),
+            ("TIFF", "RGB"), ("WEBP", "RGB"), ("PPM", "RGB")]
+_ENCODED = {f"{fmt}-{mode}": _encoded(fmt, mode) for fmt, mode in _FORMATS}
+
+
+@st.composite
+def _damaged(draw):
+    """An encoded image cut short, overwritten in places, padded, or zeroed."""
+    name = draw(st.sampled_from(sorted(_ENCODED)))
+    data = bytearray(_ENCODED[name])
+    how = draw(st.sampled_from(["truncate", "overwrite", "insert", "zero"]))
+    if how == "truncate":
+        data = data[:draw(st.integers(0, len(data) - 1))]
+    elif how == "overwrite":
+        for at, value in draw(st.lists(st.tuples(st.integers(0, len(data) - 1),
+                                                 st.integers(0, 255)), min_size=1, max_size=16)):
+            data[at] = value
+    elif how == "insert":
+        at = draw(st.integers(0, len(data)))
+        data[at:at] = draw(st.binary(min_size=1, max_size=48))
+    else:
+        data = bytearray(len(data))
+    return name, how, bytes(data)
+
+
+@pytest.mark.filterwarnings("ignore:.*:UserWarning:PIL")  # Pillow's notes on damaged TIFFs
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=_damaged(), channels=st.sampled_from([1, 3, 4]))
+def test_damaged_files_decode_or_raise_input_error(tmp_path, case, channels):
+    """Issue 14's rule for every damaged file: it decodes, or it is an InputError naming it."""
+    name, how, data = case
+    path = tmp_path / f"damaged-{name}.img"
+    path.write_bytes(data)
+    readers = (lambda: load_image(path, (8, 8), channels),
+               lambda: check_image(path, verify=True))
+    for read in readers:
+        try:
+            out = read()
+        except InputError as e:
+            assert "damaged-" in str(e) and "Received: image=" in str(e)
+        else:
+            if isinstance(out, np.ndarray):
+                assert out.shape == (8, 8, channels) and out.dtype == np.uint8
