@@ -299,12 +299,14 @@ def train(
             writer.remove_run_files(extra=("logs", "lr_find.png"))
 
     # ---- everything is valid: write
-    scratch = None
+    # training state (best weights, BackupAndRestore): in the run folder; a worker that
+    # writes no folder keeps its own in a scratch folder; without output_dir, in memory
+    scratch = state_dir = None
     if writer is not None:
         writer.write_spec(spec)
         writer.write_config(config)
         state_dir = writer.checkpoint_dir
-    else:
+    elif out is not None:
         scratch = tempfile.TemporaryDirectory(prefix="kerascnn-train-")
         state_dir = Path(scratch.name)
     logger.info("Training a network of %s parameters (%s%s) on %s: %d training, "
@@ -327,8 +329,8 @@ def train(
                 weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
                 jit_compile=jit, steps_per_execution=steps_per_execution, strategy=dist,
                 history=History(history_path, previous_rows),
-                checkpoint_dir=state_dir if out is not None else None,
-                backup_dir=state_dir / "backup" if out is not None else None,
+                checkpoint_dir=state_dir,
+                backup_dir=state_dir / "backup" if state_dir is not None else None,
                 tensorboard_dir=writer.path / "logs" if tensorboard and writer is not None
                 else None,
                 verbose=verbose, callbacks=list(callbacks))
