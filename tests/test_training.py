@@ -483,15 +483,18 @@ def test_best_checkpoint_on_disk_survives_a_new_callback(tmp_path):
     assert not BestCheckpoint(None).restore_best()
 
 
-def test_history_drops_epochs_after_a_restored_one(tmp_path):
+def test_history_drops_the_epochs_training_will_redo(tmp_path):
     rows = [{"epoch": e, "loss": 1.0} for e in range(3)]
     model = _dense_model()
     history = History(tmp_path / "h.csv", previous_rows=rows)
     history.set_model(model)
-    model._initial_epoch = 2  # what BackupAndRestore sets
+    model._initial_epoch = 2  # what BackupAndRestore sets when it restores
     history.on_train_begin()
     assert [r["epoch"] for r in history.rows] == [0, 1]
-    model._initial_epoch = None  # a plain fit keeps everything
-    history.rows = list(rows)
+    model._initial_epoch = None  # nothing restored: fit starts at its initial_epoch
+    history.rows, history.initial_epoch = list(rows), 3
     history.on_train_begin()
     assert len(history.rows) == 3
+    history.initial_epoch = 0
+    history.on_train_begin()
+    assert history.rows == []

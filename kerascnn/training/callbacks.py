@@ -32,9 +32,11 @@ class History(keras.callbacks.Callback):
     """Keeps every epoch's logs (with the learning rate and seconds).
 
     Given a `path`, rewrites it as `history.csv` atomically after each epoch.
-    On resume (`keras.callbacks.BackupAndRestore` sets the model's initial
-    epoch), rows from before the restored epoch are kept and later ones (an
-    epoch logged but not backed up before a kill) are dropped.
+    When training begins, rows from before its first epoch are kept and later
+    ones are dropped: the first epoch is the one `keras.callbacks.BackupAndRestore`
+    restored (an epoch logged but not backed up before a kill is trained
+    again), else `initial_epoch` (set it to the `initial_epoch` given to `fit`;
+    `fit_model` does).
 
     Args:
         path: str or Path. Where to write `history.csv`; `None` writes nothing.
@@ -46,6 +48,7 @@ class History(keras.callbacks.Callback):
     Attributes:
         rows: list of dict, one per epoch: `epoch`, the logs, `learning_rate`,
             `seconds`.
+        initial_epoch: int. The first epoch of the next `fit`. Defaults to 0.
     """
 
     def __init__(self, path: str | os.PathLike | None = None,
@@ -54,12 +57,13 @@ class History(keras.callbacks.Callback):
         self.path = Path(path) if path is not None else None
         self.rows: list[dict] = list(previous_rows)
         self.fields = dict(fields or {})
+        self.initial_epoch = 0
         self._start = 0.0
 
     def on_train_begin(self, logs=None):
-        initial = getattr(self.model, "_initial_epoch", None)
-        if initial is not None:  # restored by BackupAndRestore
-            self.rows = [r for r in self.rows if int(r["epoch"]) < int(initial)]
+        restored = getattr(self.model, "_initial_epoch", None)  # set by BackupAndRestore
+        first = int(restored) if restored is not None else int(self.initial_epoch)
+        self.rows = [r for r in self.rows if int(r["epoch"]) < first]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()

@@ -208,6 +208,7 @@ def fit_model(
     history_cb = history if history is not None else History(history_path)
     if history is not None and history_path is not None:
         history_cb.path = Path(history_path)
+    history_cb.initial_epoch = initial_epoch
     best_cb = BestCheckpoint(checkpoint_dir, monitor=monitor)
     nan_cb = NaNGuard()
     cbs: list = [nan_cb]
