@@ -26,12 +26,10 @@ def free_ports(n: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_two_workers_train_one_epoch_on_loopback(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(256, 12, 12, 1)).astype("uint8")
-    y = rng.integers(0, 3, size=256)
-    data = tmp_path / "tiny.npz"
-    np.savez(data, x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+def test_two_workers_train_one_epoch_on_loopback(tmp_path, make_npz):
+    data = make_npz(tmp_path / "tiny.npz", n_train=200, n_test=56, size=12, classes=3)
+    with np.load(data) as arrays:
+        x_test, y_test = arrays["x_test"], arrays["y_test"]
 
     ports = free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
@@ -73,5 +71,5 @@ def test_two_workers_train_one_epoch_on_loopback(tmp_path):
     assert line[0] == line[1]
     metrics = read_json(chief / "metrics.json")
     model = load_model(chief / "model.keras")
-    again = model.evaluate(x[200:], y[200:], verbose=0, return_dict=True)
+    again = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     assert again["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
