@@ -116,9 +116,26 @@ def _final(bundle, tmp_path, search_model, **kw):
 
 
 def test_a_better_final_model_replaces_the_search_checkpoint(bundle, tmp_path):
+    # a "search checkpoint" that always answers class 0 (a third of the holdout)
     untrained = compile_model(_build())
-    result = _final(bundle, tmp_path, untrained)
+    kernel, bias = untrained.layers[-1].get_weights()
+    untrained.layers[-1].set_weights([kernel * 0, np.array([10.0, 0.0, 0.0], "float32")])
+    losses = []
+
+    def smoothed(y_true, y_pred):  # compiled as the trials were: label smoothing
+        y = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), 3)
+        return keras.losses.categorical_crossentropy(y, y_pred, label_smoothing=0.1)
+
+    def compile_fn(model):
+        losses.append(smoothed)
+        model.compile(optimizer=keras.optimizers.Adam(0.5), loss=smoothed, metrics=["accuracy"])
+
+    result = _final(bundle, tmp_path, untrained, compile_fn=compile_fn,
+                    deadline=time.time() + 12)
     assert result.chosen == "final" and result.model is not None
+    assert losses == [smoothed] and result.model.loss is smoothed
+    # the schedule drove the rate, not the 0.5 the optimizer was made with
+    assert float(result.model.optimizer.learning_rate) < 1e-2 / 25
     assert result.holdout_accuracy_final >= result.holdout_accuracy_search
     assert result.holdout_size == 30 and result.train_images == 210 and result.epochs >= 2
     assert "neither model trained on" in result.reason
@@ -128,8 +145,8 @@ def test_a_better_final_model_replaces_the_search_checkpoint(bundle, tmp_path):
     assert (tmp_path / "final" / "model.keras").is_file()
     # the same call again: the recorded decision, no second training
     start = time.time()
-    again = _final(bundle, tmp_path, untrained)
-    assert time.time() - start < 3
+    again = _final(bundle, tmp_path, untrained, compile_fn=compile_fn)
+    assert time.time() - start < 5
     assert again.chosen == "final" and again.model is not None
     assert again.holdout_accuracy_final == result.holdout_accuracy_final
 

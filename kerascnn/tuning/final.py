@@ -109,8 +109,8 @@ class FinalResult:
                     "holdout_accuracy_search": self.holdout_accuracy_search}}
 
     def to_json(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out.pop("model")
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "model"}  # not asdict: it would deep-copy the model
         out["model_path"] = str(self.model_path) if self.model_path else None
         return out
 
@@ -256,7 +256,8 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
                 learning_rate: float, optimizer: str = "adam",
                 weight_decay: Optional[float] = None, schedule: str = "one-cycle",
                 min_epochs: int = 2, seed: int = 0, save_metadata: Optional[dict] = None,
-                class_names=None, spec=None) -> FinalResult:
+                class_names=None, spec=None,
+                compile_fn: Optional[Callable[[keras.Model], Any]] = None) -> FinalResult:
     """Train the winner again until `deadline`, and keep it only if it is as good.
 
     Args:
@@ -280,6 +281,12 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
         seed: int. Shuffling seed. Defaults to 0.
         save_metadata, class_names, spec: passed to `kerascnn.runs.save_model`
             for `directory/model.keras`.
+        compile_fn: callable(model) that compiles the fresh model as the
+            search's trials were (a loss with label smoothing, say); its
+            optimizer must take a plain float rate, which the schedule then
+            sets before every batch. Defaults to `None`: `optimizer` and
+            `weight_decay` with sparse categorical cross-entropy
+            (`kerascnn.training.compile_model`).
 
     Returns:
         A `FinalResult`.
@@ -297,7 +304,7 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
     directory.mkdir(parents=True, exist_ok=True)
     done = directory / RESULT_FILE
     if done.is_file():  # finished before (a resumed command): the same decision again
-        return _recorded(done)
+        return _recorded(done, compile_fn)
     started = time.time()
     batch_size = int(getattr(bundle, "batch_size", None) or cost.batch_size)
     train_half, n_half, holdout, n_holdout = split_validation(
@@ -328,11 +335,14 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
     clock = ClockSchedule(learning_rate, end, schedule=schedule, max_epochs=max_epochs,
                           steps_per_epoch=steps, progress_path=directory / PROGRESS_FILE)
     model = build()
+    if compile_fn is not None:
+        compile_fn(model)
     try:
         result = fit_model(
             model, data, epochs=max_epochs, optimizer=optimizer,
             learning_rate=learning_rate_at(0.0, learning_rate, schedule),
             weight_decay=weight_decay, schedule="constant", restore_best=False,
+            compile=compile_fn is None,
             backup_dir=directory / BACKUP_DIR, history=History(history_path, previous),
             history_path=history_path, log_prefix="final training", callbacks=[clock])
     except KeyboardInterrupt:
@@ -368,14 +378,16 @@ def _decide(directory: Path, result: FinalResult) -> FinalResult:
     return result
 
 
-def _recorded(path: Path) -> FinalResult:
+def _recorded(path: Path, compile_fn) -> FinalResult:
     state = read_json(path)
     fields = {f.name for f in dataclasses.fields(FinalResult)}
     result = FinalResult(**{k: v for k, v in state.items() if k in fields})
     if result.model_path:
         result.model_path = Path(result.model_path)
     if result.chosen == "final" and result.model_path and result.model_path.is_file():
-        result.model = load_model(result.model_path)
+        # loaded uncompiled (a loss of the caller's need not be registered with Keras)
+        result.model = load_model(result.model_path, compile=False)
+        (compile_fn or compile_model)(result.model)
     elif result.chosen == "final":  # the file went missing: fall back, say so
         result.chosen = "search"
         result.reason = f"the final model file is missing ({result.model_path})"
