@@ -183,7 +183,7 @@ def test_tabulate_writes_every_figure_with_its_command(tmp_path):
     assert "| efficiency | `fraction_of_peak` | **0.5** | >= 0.6 | **missed** |" in text
     assert "| efficiency | `bf16_speedup` | **1.1** | >= 1.4 | n/a: no bf16 |" in text
     assert "(quick)" in text and "Missed in the run shown: efficiency: fraction_of_peak" in text
-    assert "No recorded run yet:" in text and "`bench/cores.py`" in text
+    assert "Nothing recorded yet in bench/results/ for: `cores`," in text
 
 
 def test_benchmarks_md_is_generated_from_the_recorded_results():
@@ -251,3 +251,20 @@ def test_cores_busy_sees_threads_work():
     assert busy.cpu >= 0.29 and busy.cores <= 1.2
     top_name, top_cores = busy.threads[0]
     assert top_cores * busy.wall >= 0.25  # /proc ticks are 10 ms
+
+
+def test_cores_parses_variants_and_counts_slow_runs(capsys):
+    import cores
+
+    args = cores.parse_args(["--quick", "--variants", "default,tfdata-noautotune"])
+    assert args.runs == 4 and args.variants == ["default", "tfdata-noautotune"]
+    assert cores.parse_args([]).runs == 10
+    with pytest.raises(SystemExit):
+        cores.parse_args(["--variants", "default,warp-speed"])
+    assert "--variants takes names from: default, inter1" in capsys.readouterr().err
+    records = [{"images_per_s": ips, "cores_busy": busy, "workers_asleep": asleep,
+                "machine_idle_cores": 0.0}
+               for ips, busy, asleep in ((700, 1.8, 0.1), (496, 1.2, 0.38), (710, 1.85, 0.09))]
+    summary = cores.summarize("keras", records, cores=2)
+    assert summary["slow_runs"] == 1 and summary["median_images_per_s"] == 700
+    assert summary["min_cores_busy"] == 1.2 and summary["cores_busy"] == [1.8, 1.2, 1.85]
