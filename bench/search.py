@@ -68,7 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import add_bench_options, emit, machine, say, target, use_options  # noqa: E402
+from _common import (add_bench_options, describe, emit, machine, say, target,  # noqa: E402
+                     use_options)
 
 from kerascnn import runtime  # noqa: E402
 
@@ -360,10 +361,13 @@ def main(argv=None) -> int:
         "load_avg": {"kerascnn": [tuned["load_before"], tuned["load_after"]],
                      "recipe": [recipe["load_before"], recipe["load_after"]]},
     }
+    targets = targets_for(args.dataset, budget_seconds)
+    for key, spec in targets.items():
+        say("target: " + describe(key, figures.get(key), spec))
     emit(bench_name(args.dataset), **figures,
          method="sequential: kerascnn, then the recipe for its wall time",
          directory=str(directory), machine=machine(),
-         targets=targets_for(args.dataset, budget_seconds))
+         targets=targets)
     return 0
 
 
