@@ -28,7 +28,8 @@ OBJECTIVE = "val_accuracy"
 # sizes and notes go after the hyperparameters in the CSV
 TAIL_COLUMNS = ("params", "macs", "receptive_field", "stopped_by", "message")
 # columns the text table leaves out (they stay in the files)
-QUIET_COLUMNS = ("status", "val_loss", "message", "stopped_by", "receptive_field", "continues")
+QUIET_COLUMNS = ("status", "val_loss", "message", "stopped_by", "receptive_field", "continues",
+                 "rung_epochs")
 
 
 def trial_metric(trial, name: str) -> Optional[float]:
@@ -43,7 +44,13 @@ def trial_metric(trial, name: str) -> Optional[float]:
 
 
 def leaderboard_rows(oracle, space: SearchSpace) -> list[dict[str, Any]]:
-    """One row per trial, best first: id, status, score, active hyperparameters, sizes."""
+    """One row per trial, best first: id, status, score, active hyperparameters, sizes.
+
+    Successive-halving trials also carry their `rung` (0 = the cheapest),
+    `fraction` of the training images, `rung_epochs`, and the cost model's
+    `predicted_seconds` beside the measured `seconds`; they rank by rung, then
+    by score.
+    """
     order = {tid: i for i, tid in enumerate(oracle.start_order)}
     rows = []
     for trial in oracle.trials.values():
@@ -58,6 +65,12 @@ def leaderboard_rows(oracle, space: SearchSpace) -> list[dict[str, Any]]:
             "epochs": None,
             "seconds": trial_metric(trial, "seconds"),
         }
+        if "tuner/rung" in hp_values:  # successive halving: the fidelity and the prediction
+            row["rung"] = int(hp_values["tuner/rung"])
+            row["fraction"] = float(hp_values["tuner/fraction"])
+            row["rung_epochs"] = int(hp_values["tuner/epochs"])
+            row["predicted_seconds"] = hp_values.get("tuner/predicted_seconds")
+            row["seconds"] = row.pop("seconds")  # measured, right after predicted
         epochs = trial_metric(trial, "epochs_run")
         row["epochs"] = None if epochs is None else int(epochs)
         stopped = "budget" if trial_metric(trial, "stopped_by_budget") else (
@@ -80,7 +93,8 @@ def leaderboard_rows(oracle, space: SearchSpace) -> list[dict[str, Any]]:
         rows.append(row)
     done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     rest = [r for r in rows if r not in done]
-    done.sort(key=lambda r: (-r["score"], r["_order"]))
+    # a higher rung saw more data for longer: its scores rank first (ASHA)
+    done.sort(key=lambda r: (-(r.get("rung") or 0), -r["score"], r["_order"]))
     rest.sort(key=lambda r: r["_order"])
     for rank, row in enumerate(done, start=1):
         row["rank"] = rank
@@ -139,6 +153,8 @@ def format_leaderboard(rows: Sequence[dict[str, Any]], top: int = 5) -> str:
     def cell(column: str, value: Any) -> str:
         if column in ("seconds", "predicted_seconds") and value is not None:
             return f"{value:.0f}s"
+        if column == "fraction" and value is not None:
+            return "all" if value >= 1 else f"1/{round(1 / value)}"
         return format_value(value)
 
     table = [[c.replace("_", " ") for c in columns]]
@@ -186,8 +202,15 @@ class Reporter:
         details = []
         if row.get("params") is not None:
             details.append(f"{row['params']:,} params")
+        if row.get("fraction") is not None:
+            share = "all" if row["fraction"] >= 1 else f"1/{round(1 / row['fraction'])}"
+            details.append(f"rung {row['rung']}: {share} of the images")
         if row.get("epochs") is not None:
             details.append(f"{row['epochs']} epochs")
+        if row.get("seconds") is not None:
+            predicted = row.get("predicted_seconds")
+            details.append(f"{row['seconds']:.0f}s" + (
+                f" (predicted {predicted:.0f}s)" if predicted is not None else ""))
         if row.get("stopped_by"):
             details.append(f"stopped by {row['stopped_by'].replace('_', ' ')}")
         best_text = "-" if best is None else f"{best:.4f}"

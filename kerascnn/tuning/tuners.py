@@ -26,12 +26,13 @@ from kerascnn.distributed import DistributedConfig
 from kerascnn.files import write_json
 from kerascnn.tuning.chief import serve
 from kerascnn.tuning.gradients import custom_gradient_names, drop_custom_gradients
+from kerascnn.tuning.halving import SuccessiveHalvingOracle, default_rungs, seed_candidates
 from kerascnn.tuning.oracles import BayesianOracle, GridOracle, HyperbandOracle, RandomOracle
 from kerascnn.tuning.storage import save_state
 
 logger = logging.getLogger(__name__)
 
-TUNERS = ("hyperband", "bayesian", "random", "grid")
+TUNERS = ("halving", "hyperband", "bayesian", "random", "grid")
 OBJECTIVE = "val_accuracy"
 
 
@@ -106,7 +107,11 @@ class KerasCNNTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *args, **kwargs):
         self._gradient_names = custom_gradient_names()
         start = time.time()
-        planned = kwargs.get("epochs", 1)
+        hp = trial.hyperparameters.values
+        if "tuner/epochs" in hp:  # the rung (halving) or round (Hyperband) says
+            kwargs["epochs"] = hp["tuner/epochs"]
+            kwargs["initial_epoch"] = hp.get("tuner/initial_epoch", 0)
+        planned = kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0)
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), keras.callbacks.TerminateOnNaN()]
         histories = super().run_trial(trial, *args, **kwargs)
         runs = histories if isinstance(histories, list) else [histories]
@@ -121,9 +126,6 @@ class KerasCNNTuner(keras_tuner.Tuner):
         last = getattr(runs[-1], "history", None) or {}
         write_json(Path(self.get_trial_dir(trial.trial_id)) / "history.json",
                    {k: [float(v) for v in vals] for k, vals in last.items()})
-        hp = trial.hyperparameters.values
-        if "tuner/epochs" in hp:
-            planned = hp["tuner/epochs"] - hp.get("tuner/initial_epoch", 0)
         metrics = dict(tuner_utils.convert_to_metrics_dict(histories, self.oracle.objective))
         epochs_run = sum(len(getattr(h, "epoch", []) or []) for h in runs)
         budget = trial.trial_id in self.budget_stopped
@@ -145,13 +147,6 @@ class KerasCNNTuner(keras_tuner.Tuner):
 class HyperbandTuner(KerasCNNTuner):
     """keras-tuner's Hyperband (epochs per round, warm starts) with kerascnn's oracle."""
 
-    def run_trial(self, trial, *args, **kwargs):
-        hp = trial.hyperparameters
-        if "tuner/epochs" in hp.values:
-            kwargs["epochs"] = hp.values["tuner/epochs"]
-            kwargs["initial_epoch"] = hp.values["tuner/initial_epoch"]
-        return super().run_trial(trial, *args, **kwargs)
-
     def _build_hypermodel(self, hp):
         model = super()._build_hypermodel(hp)
         if "tuner/trial_id" in hp.values:  # continue the trial of the previous round
@@ -164,11 +159,13 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
                seed: Optional[int] = None, deadline: Optional[float] = None,
                max_failed_trials: int = 3, reporter: Optional[Callable] = None,
                keep_checkpoints: Optional[int] = None,
-               distributed: Optional[DistributedConfig] = None):
+               distributed: Optional[DistributedConfig] = None, cost=None,
+               validation_images: int = 0, started: Optional[float] = None):
     """A keras-tuner tuner over a `CNNHyperModel` that never trains an invalid candidate.
 
     Args:
-        name: str. `"hyperband"`, `"bayesian"`, `"random"` or `"grid"`.
+        name: str. `"halving"`, `"hyperband"`, `"bayesian"`, `"random"` or
+            `"grid"`.
         hypermodel: `CNNHyperModel`.
         max_trials: int. The most trials, for every tuner. Defaults to 10.
         epochs: int. Epochs per trial at most (Hyperband's `max_epochs`).
@@ -182,6 +179,10 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
         reporter: callable(oracle, trial) run after every trial.
         keep_checkpoints: int. Keep the weights of the best K trials only.
         distributed: `DistributedConfig` of this process, or `None`.
+        cost: `kerascnn.tuning.cost.CostModel` (halving): predicts each
+            trial's seconds, calibrated by the finished ones.
+        validation_images: int. Images validated after every epoch (halving).
+        started: float. `time.time()` when the search phase started (halving).
 
     Returns:
         A keras-tuner `Tuner`; call `.search(train, validation_data=..., ...)`.
@@ -197,7 +198,13 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
                   max_consecutive_failed_trials=max_failed_trials, space=space,
                   deadline=deadline, reporter=reporter, keep_checkpoints=keep_checkpoints)
     tuner_class = KerasCNNTuner
-    if name == "hyperband":
+    if name == "halving":
+        fidelity = hypermodel.fidelity
+        oracle = SuccessiveHalvingOracle(
+            rungs=default_rungs(fidelity.num_train, epochs), cost=cost,
+            train_images=fidelity.size, validation_images=validation_images,
+            seeds=seed_candidates(space), started=started, max_trials=max_trials, **common)
+    elif name == "hyperband":
         # hyperband_iterations is left unbounded: max_trials is the cap
         oracle = HyperbandOracle(max_epochs=epochs, factor=3, hyperband_iterations=10**6,
                                  max_trials=max_trials, **common)
