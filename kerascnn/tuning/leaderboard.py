@@ -15,7 +15,7 @@ import io
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from kerascnn.analysis import analyze
 from kerascnn.checks import format_duration
@@ -174,22 +174,37 @@ class Reporter:
         deadline: float. `time.time()` at which the search phase ends, or None.
         started: float. `time.time()` at which the search phase began.
             Defaults to now.
+        on_leader: callable(trial, row) called when the first row is another
+            trial than before (`best/` is rewritten: anytime). Defaults to
+            `None`.
+        after: callable() called after every report (the budget state).
+            Defaults to `None`.
     """
 
-    def __init__(self, project_dir: Path, space: SearchSpace, max_trials: int,
-                 deadline: Optional[float], started: Optional[float] = None):
+    def __init__(self, project_dir: Path, space: SearchSpace, max_trials: Optional[int],
+                 deadline: Optional[float], started: Optional[float] = None,
+                 on_leader: Optional[Callable] = None, after: Optional[Callable] = None):
         self.project_dir = Path(project_dir)
         self.space = space
         self.max_trials = max_trials
         self.deadline = deadline
         self.start = time.time() if started is None else started
+        self.on_leader = on_leader
+        self.after = after
         self.ended_here = 0
+        self.leader: Optional[str] = None
 
     def __call__(self, oracle, trial) -> None:
         rows = leaderboard_rows(oracle, self.space)
         write_leaderboard(self.project_dir, rows)
         self.ended_here += 1
         logger.info("%s", self.line(oracle, trial, rows))
+        first = rows[0] if rows and rows[0]["rank"] == 1 else None
+        if first is not None and first["trial_id"] != self.leader and self.on_leader is not None:
+            self.on_leader(oracle.trials[first["trial_id"]], first)
+            self.leader = first["trial_id"]
+        if self.after is not None:
+            self.after()
 
     def line(self, oracle, trial, rows: Sequence[dict[str, Any]]) -> str:
         """The progress line after `trial` ended."""
@@ -218,6 +233,9 @@ class Reporter:
             total = self.deadline - self.start
             return (f"trial {done}: {score} ({', '.join(details)})  best {best_text}  "
                     f"search {format_duration(elapsed)} of {format_duration(total)}")
+        if not self.max_trials:
+            return (f"trial {done}: {score} ({', '.join(details)})  best {best_text}  "
+                    f"elapsed {format_duration(elapsed)}")
         left = max(0, self.max_trials - len(oracle.trials))
         eta = elapsed / max(1, self.ended_here) * left
         return (f"trial {done}/{self.max_trials}: {score} ({', '.join(details)})  best "

@@ -1,30 +1,33 @@
-"""`kerascnn.tune`: search CNN architectures and training settings within a budget.
+"""`kerascnn.tune`: the fastest way to a good network for a given time budget.
 
-The engines are keras-tuner's (`hyperband`, `bayesian`, `random`, `grid`);
-kerascnn adds what they lack (`kerascnn.tuning.oracles`,
-`kerascnn.tuning.tuners`):
+The budget is a contract (`kerascnn.tuning.budget`): the call ends within
+`time_budget` (+5%), search, final training, test and writing included:
 
-- **No wasted trial.** The oracles resample a candidate that the analysis says
-  cannot exist (a feature map below 1x1) or that breaks `max_params` /
-  `max_macs`. `grid` walks only the valid combinations. A space in which
-  nothing is valid is an error before training.
-- **Budget.** `max_trials` caps every tuner, Hyperband included (its trials
-  that continue an earlier trial count too); `epochs` is the per-trial maximum
-  (Hyperband's `max_epochs`); `time_budget` stops the search cleanly: the
-  oracle hands out no trial after the deadline and a running trial stops at the
-  end of its current epoch; finished trials are kept and results written.
-  Early stopping (`patience`) runs inside every trial.
-- **Results** in `<directory>/<project_name>/`: keras-tuner's own state
-  (`oracle.json`, `trial_*/`), `leaderboard.csv` and `leaderboard.json`
-  (rewritten atomically after every trial), `search.yaml` (the resolved
-  configuration, usable again as `--config`), `manifest.json`, and `best/`
-  with `model.keras`, `spec.yaml`, `metrics.json`.
-- **Resume.** The same call again continues the search (a larger `max_trials`
-  adds trials, finished ones are never rerun). A changed space, dataset, tuner
-  or epochs is refused unless `overwrite=True`.
-- **Distributed search** (keras-tuner's chief/worker mode over gRPC): the
-  resampling, the deadline, the leaderboard and the progress lines all live in
-  the oracle, which runs on the chief, so workers only train.
+1. **Search** (about half): by default successive halving on data x epochs
+   (`kerascnn.tuning.halving`): many candidates for an epoch on a stratified
+   fraction of the training images, the best third promoted to more data and
+   epochs, every trial sized in seconds predicted by the cost model
+   (`kerascnn.tuning.cost`) and skipped when it cannot finish in time. The
+   first candidates are the keras.io convnet and its batch-norm variant.
+   Every candidate the analysis rejects is resampled (no wasted trial).
+   keras-tuner's `hyperband`, `bayesian`, `random` and `grid` remain.
+2. **Final training** (the rest): the winner trained again on train +
+   validation with a schedule that ends when the budget does
+   (`kerascnn.tuning.final`); if that is interrupted or worse, the search
+   checkpoint stays the result and `best/metrics.json` says why.
+3. **Test** once, write `best/`.
+
+Results in `<directory>/<project_name>/`: keras-tuner's state (`oracle.json`,
+`trial_*/`), `leaderboard.csv`/`.json` (after every trial), `search.yaml`
+(reusable as `--config`), `budget.json` (the budget spent so far),
+`manifest.json`, and `best/` (`model.keras`, `spec.yaml`, `metrics.json`),
+written from the end of the first trial on (anytime).
+
+Resume: the same call again continues (after a kill -9 too, during the final
+training included); what was spent counts against the same budget. A changed
+space, dataset, tuner or epochs is refused unless `overwrite=True`.
+Distributed search: the oracle (resampling, rungs, deadline, leaderboard)
+runs on the chief; workers train whatever rung it hands them.
 """
 
 from __future__ import annotations
@@ -46,17 +49,23 @@ from kerascnn.checks import (InputError, check_choice, check_int, format_duratio
                              parse_duration, received)
 from kerascnn.data import load_dataset, network_input_shape, preprocessing_layers
 from kerascnn.distributed import resolve
-from kerascnn.files import write_json, write_yaml
-from kerascnn.runs import manifest, save_model
+from kerascnn.files import read_json, write_json, write_yaml
+from kerascnn.runs import manifest
 from kerascnn.search_space import SearchSpace
+from kerascnn.tuning.budget import Budget
+from kerascnn.tuning.cost import CostModel
+from kerascnn.tuning.fidelity import Subsets
 from kerascnn.tuning.hypermodel import CNNHyperModel
 from kerascnn.tuning.leaderboard import Reporter, leaderboard_rows, write_leaderboard
+from kerascnn.tuning.results import BestWriter
 from kerascnn.tuning.resume import SEARCH_FILE, check_resume, search_yaml
 from kerascnn.tuning.storage import prune_checkpoints
 from kerascnn.tuning.tuners import OBJECTIVE, TUNERS, make_tuner
 from kerascnn.tuning.worker import run_worker
 
 logger = logging.getLogger(__name__)
+
+BUDGET_FILE = "budget.json"
 
 
 @dataclass
@@ -71,7 +80,10 @@ class TuneResult:
         leaderboard: list of dict rows, best first (as `leaderboard.json`).
         directory: `Path` of `<directory>/<project_name>`.
         seconds: float, wall-clock time of this call.
-        stopped_by_budget: bool, whether `time_budget` ended the search.
+        stopped_by_budget: bool, whether the time budget ended the search.
+        best_trial_id: str, the trial whose network `best/` holds.
+        final_model: str, which model `best/model.keras` is and why.
+        extra: dict, more figures (budget phases, skipped candidates, ...).
     """
 
     best_spec: Any
@@ -84,6 +96,7 @@ class TuneResult:
     seconds: float
     stopped_by_budget: bool = False
     best_trial_id: str = ""
+    final_model: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,10 +104,10 @@ def tune(
     dataset: Any = "fashion_mnist_sample",
     *,
     space: Optional[Mapping[str, Any]] = None,
-    tuner: str = "hyperband",
-    max_trials: int = 8,
+    tuner: str = "halving",
+    max_trials: Optional[int] = None,
     epochs: int = 8,
-    time_budget: Any = None,
+    time_budget: Any = "3m",
     max_params: Optional[int] = None,
     max_macs: Optional[int] = None,
     patience: int = 2,
@@ -119,6 +132,7 @@ def tune(
     chief_timeout: Any = None,
     verbose: int = 0,
     command_line: Optional[Sequence[str]] = None,
+    started: Optional[float] = None,
 ) -> TuneResult:
     """Search CNN architectures and training settings for a dataset.
 
@@ -130,18 +144,25 @@ def tune(
             each fixed, a list of choices, a `(min, max)` tuple or a
             `{min, max, step, sampling}` mapping. Missing entries take
             their documented defaults. Defaults to `None` (all defaults).
-        tuner: str. `"hyperband"`, `"bayesian"`, `"random"` or `"grid"`.
-            Defaults to `"hyperband"`.
-        max_trials: int. The most trials, every tuner (Hyperband's
-            continuation trials count). Defaults to 8.
-        epochs: int. Epochs per trial at most. Defaults to 8.
-        time_budget: seconds or a duration string (`"15m"`). After it no
-            trial starts, a running trial stops at the end of its epoch, and
-            results are written. Defaults to `None` (no limit).
+        tuner: str. `"halving"` (successive halving on data x epochs, sized
+            in predicted seconds: `kerascnn.tuning.halving`), `"hyperband"`,
+            `"bayesian"`, `"random"` or `"grid"`. Defaults to `"halving"`.
+        max_trials: int. The most trials, every tuner (promoted candidates
+            and Hyperband's continuations count). Defaults to `None` (the
+            time budget decides).
+        epochs: int. Epochs per trial at most (the last rung's, Hyperband's
+            `max_epochs`). Defaults to 8.
+        time_budget: seconds or a duration string (`"15m"`): the whole call,
+            search, final training, test and writing, ends within it (plus
+            5%). About half goes to the search, the rest to training the
+            winner on train + validation (`kerascnn.tuning.budget`); an
+            interrupted search resumed with the same budget gets what is
+            left of it. `None` needs `max_trials`. Defaults to `"3m"`.
         max_params, max_macs: int. Candidates above these are resampled
             before training. Defaults to `None`.
         patience: int. Early-stopping patience (epochs without a better
-            validation loss) inside each trial; 0 turns it off. Defaults to 2.
+            validation loss) inside each trial of the other tuners (a rung's
+            trials are one to a few epochs); 0 turns it off. Defaults to 2.
         batch_size, validation_split, image_size, color_mode, data_dir,
             download: passed
             to `kerascnn.load_dataset`.
@@ -174,6 +195,9 @@ def tune(
         verbose: int. 1 or more shows Keras's epoch progress bars.
         command_line: list of str recorded in `manifest.json`. Defaults to
             `sys.argv`.
+        started: float. `time.time()` at which the budget's clock started
+            (the command line passes its own start, so Python's and
+            TensorFlow's start-up count). Defaults to now.
 
     Returns:
         A `TuneResult`.
@@ -185,14 +209,15 @@ def tune(
 
     Example:
 
-    >>> result = kerascnn.tune(max_trials=4, epochs=2, space={"conv_blocks": (1, 3)})
+    >>> result = kerascnn.tune(time_budget="2m", space={"conv_blocks": (1, 3)})
     >>> result.test_accuracy, result.best_model_path
     """
-    started = time.time()
+    started = time.time() if started is None else float(started)
     runtime.start()
     # ---- validate everything before any file exists
     check_choice("tuner", tuner, TUNERS)
-    check_int("max_trials", max_trials)
+    if max_trials is not None:
+        check_int("max_trials", max_trials)
     check_int("epochs", epochs)
     check_int("patience", patience, minimum=0)
     check_int("batch_size", batch_size)
@@ -202,28 +227,30 @@ def tune(
     if dist is not None and dist.role == "worker" and overwrite:
         raise InputError("overwrite is for the chief or a local search; a worker never deletes "
                          "the search. Received: overwrite=True")
-    budget = parse_duration(time_budget)
+    budget_seconds = parse_duration(time_budget)
+    if budget_seconds is None and max_trials is None:
+        raise InputError("A search needs an end: give time_budget (e.g. '15m') or max_trials. "
+                         "Received: time_budget=None, max_trials=None")
     if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
             or not 0 < validation_split < 1:
         raise InputError(f"A search chooses by validation accuracy, so validation_split must be "
-                         f"in (0, 1). Received: validation_split={validation_split!r}")
+                         f"in (0, 1). {received('validation_split', validation_split)}")
     if space is None:
         space = {}
     if not isinstance(space, Mapping):
         raise InputError(f"space must be a mapping of hyperparameter names to values. "
-                        f"Received: space={space!r}")
+                         f"{received('space', space)}")
     for name, value in (("directory", directory), ("project_name", project_name)):
         if not isinstance(value, (str, Path)) or not str(value).strip():
-            raise InputError(f"{name} must be a non-empty folder name. Received: {name}={value!r}")
+            raise InputError(f"{name} must be a non-empty folder name. {received(name, value)}")
     if any(sep in str(project_name) for sep in ("/", "\\")) or str(project_name) in (".", ".."):
         raise InputError(f"project_name is a folder name, not a path. "
-                         f"Received: project_name={project_name!r}")
+                         f"{received('project_name', project_name)}")
     # the space is checked once without data (cheap, clear errors before loading)
     checked = SearchSpace((8, 8, 1), 2, per_block_filters=per_block_filters,
                           augmentation=augmentation, max_params=max_params, max_macs=max_macs,
                           **dict(space))
-    source = str(dataset) if isinstance(dataset, (str, Path)) else str(
-        getattr(dataset, "source", dataset))
+    source = str(dataset) if isinstance(dataset, (str, Path)) else str(dataset.source)
     config = {
         "dataset": source,
         "dataset_fingerprint": None,  # known once the data is loaded
@@ -233,7 +260,7 @@ def tune(
         "tuner": tuner,
         "max_trials": max_trials,
         "epochs": epochs,
-        "time_budget": budget,
+        "time_budget": budget_seconds,
         "patience": patience,
         "max_params": max_params,
         "max_macs": max_macs,
@@ -253,13 +280,13 @@ def tune(
                        image_size=image_size, color_mode=color_mode, data_dir=data_dir,
                        download=download, seed=seed)
     network_shape, preprocessing = _preprocessing(bundle, image_size)
-
+    fidelity = Subsets(bundle, seed=seed)
     hypermodel = CNNHyperModel(network_shape, bundle.num_classes,
                                preprocessing=preprocessing,
                                raw_input_shape=tuple(bundle.input_shape),
                                per_block_filters=per_block_filters, augmentation=augmentation,
                                max_params=max_params, max_macs=max_macs, seed=seed,
-                               **dict(space))
+                               fidelity=fidelity, epochs=epochs, **dict(space))
     search_space = hypermodel.space
     search_space.assert_feasible()
     if tuner == "grid" and not search_space.is_finite():
@@ -272,13 +299,16 @@ def tune(
     resuming = False if is_worker else check_resume(project_dir, config, overwrite)
     for record in held:
         logging.getLogger(record.name).handle(record)
+    tuner_options = dict(max_trials=max_trials, epochs=epochs, directory=str(directory),
+                         project_name=str(project_name), seed=seed + 1,
+                         max_failed_trials=max_failed_trials,
+                         cost=CostModel(batch_size=batch_size),
+                         validation_images=int(bundle.num_validation))
     if is_worker:  # trains the chief's trials, writes no result
-        return run_worker(
-            dist, project_dir, search_yaml(config),
-            lambda: make_tuner(tuner, hypermodel, max_trials=max_trials, epochs=epochs,
-                               directory=str(directory), project_name=str(project_name),
-                               seed=seed + 1, max_failed_trials=max_failed_trials),
-            bundle, epochs=epochs, patience=patience, verbose=verbose, seed=seed)
+        return run_worker(dist, project_dir, search_yaml(config),
+                          lambda: make_tuner(tuner, hypermodel, **tuner_options), bundle,
+                          epochs=epochs, patience=0 if tuner == "halving" else patience,
+                          verbose=verbose, seed=seed)
 
     # ---- from here on files are written
     keras.utils.set_random_seed(seed)
@@ -286,27 +316,95 @@ def tune(
         shutil.rmtree(project_dir)
     project_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(project_dir / SEARCH_FILE, search_yaml(config))
+    state = _read_budget_state(project_dir) if resuming else {}
+    budget = None if budget_seconds is None else Budget(
+        budget_seconds, started, spent_before=float(state.get("spent", 0.0)))
     write_json(project_dir / "manifest.json", manifest(
         seed=seed, dataset_fingerprint=config["dataset_fingerprint"],
-        command_line=command_line, kind="tune", status="running"))
+        command_line=command_line, kind="tune", status="running",
+        runtime=runtime.settings()))
 
-    deadline = started + budget if budget is not None else None
-    reporter = Reporter(project_dir, search_space, max_trials, deadline, started=started)
-    kt_tuner = make_tuner(tuner, hypermodel, max_trials=max_trials, epochs=epochs,
-                          directory=str(directory), project_name=str(project_name),
-                          overwrite=False, seed=seed + 1, deadline=deadline,
-                          max_failed_trials=max_failed_trials, reporter=reporter,
-                          keep_checkpoints=keep_checkpoints,
-                          distributed=dist)  # a chief serves the oracle instead of training
-    done_before = len(kt_tuner.oracle.end_order)
+    search_end = None if budget is None else budget.search_end
+    best_writer = BestWriter(project_dir, hypermodel, lambda tid: kt_tuner._get_checkpoint_fname(
+        tid), bundle.class_names or [])
+    reporter = Reporter(project_dir, search_space, max_trials, search_end, started=started,
+                        on_leader=best_writer.write_checkpoint,
+                        after=lambda: _write_budget_state(project_dir, budget, "search"))
+    kt_tuner = make_tuner(tuner, hypermodel, deadline=search_end, reporter=reporter,
+                          keep_checkpoints=keep_checkpoints, distributed=dist, started=started,
+                          **tuner_options)
+    oracle = kt_tuner.oracle
     if resuming:
-        logger.info("Resuming %s: %d trial(s) done, up to %d in all.", project_dir,
-                    done_before, max_trials)
-    logger.info("Searching %s (%s, %d classes, %d training images) with %s: up to %d trials "
-                "of up to %d epochs%s.", config["dataset"], "x".join(map(str, network_shape)),
-                bundle.num_classes, bundle.num_train, tuner, max_trials, epochs,
-                f", time budget {format_duration(budget)}" if budget else "")
+        logger.info("Resuming %s: %d trial(s) done%s.", project_dir, len(oracle.end_order),
+                    "" if budget is None else
+                    f", {format_duration(budget.spent())} of the budget spent")
+    logger.info("Searching %s (%s, %d classes, %d training images) with %s%s%s.",
+                config["dataset"], "x".join(map(str, network_shape)), bundle.num_classes,
+                bundle.num_train, tuner,
+                f", up to {max_trials} trials" if max_trials else "",
+                "" if budget is None else
+                f", time budget {format_duration(budget_seconds)} (search "
+                f"{format_duration(max(0.0, budget.search_end - started))})")
 
+    if state.get("phase") in (None, "search") and (budget is None or budget.left(search_end) > 0
+                                                  or not _completed(oracle)):
+        _search(kt_tuner, bundle, project_dir, epochs=epochs,
+                patience=0 if tuner == "halving" else patience, tensorboard=tensorboard,
+                verbose=verbose)
+    if not oracle.ongoing_trials:  # the search is over: keep the best K only
+        prune_checkpoints(oracle, project_dir, keep_checkpoints, final=True)
+    rows = leaderboard_rows(oracle, search_space)
+    write_leaderboard(project_dir, rows)
+    stopped = oracle.stopped_by_budget or any(r.get("stopped_by") == "budget" for r in rows)
+    if stopped and budget is not None:
+        logger.info("Search phase over (%s): %d trial(s) done.",
+                    budget.progress("search", started, budget.search_end),
+                    len(oracle.end_order))
+    leader = next((r for r in rows if r["rank"] == 1), None)
+    if leader is None:
+        reason = oracle.failed_out or "no trial completed"
+        raise RuntimeError(f"No trial completed ({reason}); see "
+                           f"{project_dir / 'leaderboard.json'}.")
+    best = oracle.trials[leader["trial_id"]]
+    _write_budget_state(project_dir, budget, "final")
+    model, final_model, extra = _final_phase(best, best_writer, hypermodel, bundle, budget,
+                                             epochs=epochs, verbose=verbose)
+    metrics = best_writer.finish(model, best, {
+        "val_accuracy": None if best.score is None else float(best.score),
+        "trial_id": best.trial_id, "params": leader.get("params"), "macs": leader.get("macs"),
+        "final_model": final_model, **extra}, bundle.test)
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    _write_budget_state(project_dir, budget, "done")
+    seconds = time.time() - started
+    figures = {"skipped_candidates": getattr(oracle, "skipped", 0),
+               "rejected_candidates": oracle.rejected,
+               "budget_seconds": budget_seconds,
+               "spent_seconds": None if budget is None else round(budget.spent(), 1)}
+    write_json(project_dir / "manifest.json", manifest(
+        seed=seed, dataset_fingerprint=config["dataset_fingerprint"],
+        command_line=command_line, kind="tune", status="finished",
+        runtime=runtime.settings(), trials=len(oracle.trials),
+        completed=sum(t.status == "COMPLETED" for t in oracle.trials.values()),
+        best_trial=best.trial_id, test_accuracy=metrics["test_accuracy"],
+        seconds=round(seconds, 1), stopped_by_budget=stopped, **figures))
+    values = search_space.values_from(best.hyperparameters.values)
+    return TuneResult(best_spec=search_space.spec(values), best_model_path=best_writer.model_path,
+                      best_hyperparameters={k: values[k] for k in search_space.hp_names(values)},
+                      test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"],
+                      leaderboard=rows, directory=project_dir, seconds=seconds,
+                      stopped_by_budget=stopped, best_trial_id=best.trial_id,
+                      final_model=final_model, extra=figures)
+
+
+def _completed(oracle) -> bool:
+    return any(t.status == "COMPLETED" for t in oracle.trials.values())
+
+
+def _search(kt_tuner, bundle, project_dir: Path, *, epochs: int, patience: int,
+            tensorboard: bool, verbose: int) -> None:
+    """The search phase: keras-tuner's `search` with kerascnn's callbacks."""
     callbacks = []
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience))
@@ -322,24 +420,30 @@ def tune(
         kt_tuner.search(bundle.train, validation_data=bundle.validation, epochs=epochs,
                         callbacks=callbacks, verbose=1 if verbose and verbose > 0 else 0)
 
-    if not kt_tuner.oracle.ongoing_trials:  # the search is over: keep the best K only
-        prune_checkpoints(kt_tuner.oracle, project_dir, keep_checkpoints, final=True)
-    rows = leaderboard_rows(kt_tuner.oracle, search_space)
-    write_leaderboard(project_dir, rows)
-    stopped = kt_tuner.oracle.stopped_by_budget or any(
-        r["stopped_by"] == "budget" for r in rows if r.get("stopped_by"))
-    if stopped:
-        logger.info("Time budget of %s reached: stopping with %d trial(s) done.",
-                    format_duration(budget), len(kt_tuner.oracle.end_order))
-    best_trials = [t for t in kt_tuner.oracle.get_best_trials(1) if t.status == "COMPLETED"]
-    if not best_trials:
-        reason = kt_tuner.oracle.failed_out or "no trial completed"
-        raise RuntimeError(f"No trial completed ({reason}); see "
-                           f"{project_dir / 'leaderboard.json'}.")
-    best = best_trials[0]
-    result = _finish(kt_tuner, best, hypermodel, bundle, project_dir, rows, started, stopped,
-                     seed, config, command_line)
-    return result
+
+def _final_phase(best, best_writer: BestWriter, hypermodel, bundle, budget: Optional[Budget], *,
+                 epochs: int, verbose: int):
+    """The model `best/` will hold, which one it is, and figures about it."""
+    model = best_writer.load_checkpoint(best)
+    return model, f"search checkpoint of trial {best.trial_id} (not retrained)", {}
+
+
+def _read_budget_state(project_dir: Path) -> dict[str, Any]:
+    path = project_dir / BUDGET_FILE
+    try:
+        state = read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        state = {}
+    return state if isinstance(state, dict) else {}
+
+
+def _write_budget_state(project_dir: Path, budget: Optional[Budget], phase: str) -> None:
+    """`budget.json`: the phase reached and the budget spent, for a resumed run."""
+    if budget is None:
+        write_json(project_dir / BUDGET_FILE, {"phase": phase})
+        return
+    write_json(project_dir / BUDGET_FILE, {"phase": phase, "time_budget": budget.total,
+                                           "spent": round(budget.spent(), 2)})
 
 
 @contextlib.contextmanager
@@ -383,60 +487,3 @@ def _preprocessing(bundle, image_size):
     """The network input shape and a factory of fresh preprocessing layers per model."""
     shape = tuple(network_input_shape(bundle, image_size))
     return shape, lambda: list(preprocessing_layers(bundle, image_size=image_size))
-
-
-def _finish(kt_tuner, best, hypermodel, bundle, project_dir: Path, rows, started: float,
-            stopped: bool, seed: int, config, command_line) -> TuneResult:
-    """Load the best checkpoint, evaluate it once on the test split, write best/."""
-    space = hypermodel.space
-    values = space.values_from(best.hyperparameters.values)
-    spec = space.spec(values)
-    # The best trial's own checkpoint, into a freshly built model. Not
-    # `kt_tuner.load_model`: Hyperband's version first loads the weights of the
-    # trial a continuation started from, which --keep-checkpoints may have
-    # deleted and which the best checkpoint overwrites anyway.
-    keras.backend.clear_session()
-    gc.collect()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Skipping variable loading.*")
-        model = hypermodel.build(best.hyperparameters.copy())
-        model.load_weights(kt_tuner._get_checkpoint_fname(best.trial_id))
-    evaluation = model.evaluate(bundle.test, verbose=0, return_dict=True)
-    test_accuracy = float(evaluation.get("accuracy", evaluation.get("compile_metrics", 0.0)))
-    test_loss = float(evaluation["loss"])
-    if model.optimizer is not None and not model.optimizer.built:
-        # saved with its (fresh) slots, so loading the file does not warn about them
-        model.optimizer.build(model.trainable_variables)
-    best_dir = project_dir / "best"
-    best_dir.mkdir(parents=True, exist_ok=True)
-    searched = {k: values[k] for k in space.hp_names(values)}
-    model_path = save_model(model, best_dir / "model.keras",
-                            class_names=list(bundle.class_names or []),
-                            spec=spec, trial_id=best.trial_id, hyperparameters=values)
-    spec.save(best_dir / "spec.yaml")
-    row = next((r for r in rows if r["trial_id"] == best.trial_id), {})
-    metrics = {
-        "test_accuracy": test_accuracy, "test_loss": test_loss,
-        "val_accuracy": float(best.score), "trial_id": best.trial_id,
-        "params": row.get("params"), "macs": row.get("macs"),
-        "learning_rate": values.get("learning_rate"), "optimizer": values.get("optimizer"),
-        "hyperparameters": searched,
-        "final_model": "best checkpoint of the best trial (not retrained)",
-    }
-    write_json(best_dir / "metrics.json", metrics)
-    seconds = time.time() - started
-    oracle = kt_tuner.oracle
-    write_json(project_dir / "manifest.json", manifest(
-        seed=seed, dataset_fingerprint=config["dataset_fingerprint"],
-        command_line=command_line, kind="tune", status="finished",
-        trials=len(oracle.trials), completed=sum(t.status == "COMPLETED"
-                                                 for t in oracle.trials.values()),
-        best_trial=best.trial_id, test_accuracy=test_accuracy, seconds=round(seconds, 1),
-        stopped_by_budget=stopped, rejected_candidates=oracle.rejected))
-    del model
-    keras.backend.clear_session()
-    gc.collect()
-    return TuneResult(best_spec=spec, best_model_path=model_path, best_hyperparameters=searched,
-                      test_accuracy=test_accuracy, test_loss=test_loss, leaderboard=rows,
-                      directory=project_dir, seconds=seconds, stopped_by_budget=stopped,
-                      best_trial_id=best.trial_id)
