@@ -119,7 +119,7 @@ def format_duration(seconds: float) -> str:
 SCHEDULES = ("constant", "cosine", "one-cycle", "plateau")
 STRATEGIES = ("none", "mirrored", "multiworker")
 LR_FIND_METHODS = ("steepest", "minimum/10")
-TUNERS = ("hyperband", "bayesian", "random", "grid")
+TUNERS = ("halving", "hyperband", "bayesian", "random", "grid")
 DISTRIBUTED_ROLES = ("chief", "worker")
 COLOR_MODES = ("grayscale", "rgb", "rgba")
 SPLITS = ("train", "validation", "test")

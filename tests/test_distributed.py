@@ -344,6 +344,7 @@ def test_bad_addresses_are_refused_without_importing_tensorflow(tmp_path):
 
 def _args(project: str, port: int, max_trials: int = 4, keep: int = 2) -> list[str]:
     return ["--dataset", "tiny.npz", "--tuner", "random", "--max-trials", str(max_trials),
+            "--time-budget", "none",
             "--epochs", "1", "--batch-size", "64", "--space", SPACE, "--directory", "runs",
             "--project-name", project, "--keep-checkpoints", str(keep),
             "--oracle-address", f"127.0.0.1:{port}", "--chief-timeout", "5m"]
@@ -419,3 +420,40 @@ def test_a_killed_worker_restarted_with_its_id_picks_up_its_trial(tmp_path):
     assert restarted.split("Worker w1: trial ")[1].split(".")[0] == first
     _check_complete_search(tmp_path / "runs" / "search", trials=4, keep=2)
     assert "Traceback" not in logs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_chief_and_workers_run_the_rungs_the_chief_hands_out(tmp_path):
+    """Successive halving, distributed: workers train whatever rung the chief gives;
+    promoted candidates train on more images; the chief writes the final model."""
+    tiny_npz(tmp_path / "tiny.npz", n_train=600)
+    port = free_port()
+    args = ["--dataset", "tiny.npz", "--time-budget", "100s", "--batch-size", "32",
+            "--space", SPACE, "--directory", "runs", "--project-name", "rungs",
+            "--oracle-address", f"127.0.0.1:{port}", "--chief-timeout", "5m"]
+    with Procs(tmp_path) as procs:
+        procs.start("chief", *args, "--distributed", "chief")
+        procs.start("w1", *args, "--distributed", "worker", "--worker-id", "w1")
+        procs.start("w2", *args, "--distributed", "worker", "--worker-id", "w2")
+        for name in ("chief", "w1", "w2"):
+            assert procs.wait(name, 500) == 0, procs.log(name)
+        logs = {name: procs.log(name) for name in ("chief", "w1", "w2")}
+    project = tmp_path / "runs" / "rungs"
+    rows = json.loads((project / "leaderboard.json").read_text())
+    assert all(r["status"] == "COMPLETED" for r in rows)
+    by_id = {r["trial_id"]: r for r in rows}
+    first = [r for r in rows if r["rung"] == 0]
+    promoted = [r for r in rows if r["rung"] > 0]
+    assert len(first) >= 3 and promoted, rows
+    for row in promoted:  # the same network as its parent, on more of the images
+        parent = by_id[row["continues"]]
+        assert parent["rung"] == row["rung"] - 1 and row["fraction"] >= parent["fraction"]
+        assert (row["params"], row["conv_blocks"], row["filters"]) == \
+            (parent["params"], parent["conv_blocks"], parent["filters"])
+    ran = [line.split("trial ")[1].rstrip(".") for name in ("w1", "w2")
+           for line in logs[name].splitlines() if line.startswith(f"Worker {name}: trial ")]
+    assert sorted(ran) == sorted(by_id)  # every trial ran once, on a worker
+    metrics = json.loads((project / "best" / "metrics.json").read_text())
+    assert metrics["trial_id"] == rows[0]["trial_id"] and "final_model" in metrics
+    assert "Traceback" not in "".join(logs.values())

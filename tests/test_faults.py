@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zipfile
 
 import pytest
 
@@ -19,6 +20,7 @@ from test_distributed import SPACE, Procs, _args, all_json_parse, free_port, tin
 
 def _tune_args(project: str, max_trials: int) -> list[str]:
     return ["--dataset", "tiny.npz", "--tuner", "random", "--max-trials", str(max_trials),
+            "--time-budget", "none",
             "--epochs", "1", "--batch-size", "64", "--space", SPACE, "--directory", "runs",
             "--project-name", project, "--keep-checkpoints", "2"]
 
@@ -40,7 +42,11 @@ def test_kill_and_resume(tmp_path):
         before = [r for r in json.loads((project / "leaderboard.json").read_text())
                   if r["status"] == "COMPLETED"]
         assert len(before) >= 2
-        assert not (project / "best").exists()
+        # anytime: the leader so far is already a usable model
+        assert zipfile.is_zipfile(project / "best" / "model.keras")
+        anytime = json.loads((project / "best" / "metrics.json").read_text())
+        assert anytime["model"] == "search checkpoint" and anytime["test_accuracy"] is None
+        assert anytime["trial_id"] in {r["trial_id"] for r in before}
         procs.start("second", *args)
         assert procs.wait("second", 520 - (time.time() - start)) == 0, procs.log("second")
         log = procs.log("second")
@@ -145,3 +151,43 @@ def test_max_failed_trials_ends_the_search_with_its_reason(tmp_path, monkeypatch
     rows = json.loads((tmp_path / "runs" / "nan" / "leaderboard.json").read_text())
     assert [r["status"] for r in rows] == ["FAILED", "FAILED"]
     assert not (tmp_path / "runs" / "nan" / "best").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_kill_during_the_final_training_then_resume(tmp_path):
+    """kill -9 in the final training; the same command resumes it (no trial is rerun)
+    and ends with a tested model and its metrics, within what is left of the budget."""
+    tiny_npz(tmp_path / "tiny.npz")
+    project = tmp_path / "runs" / "search"
+    args = ["--dataset", "tiny.npz", "--time-budget", "80s", "--batch-size", "64",
+            "--space", SPACE, "--directory", "runs", "--project-name", "search"]
+    with Procs(tmp_path) as procs:
+        procs.start("first", *args)
+        procs.wait_for("first", "final training epoch 2/", timeout=400)
+        procs.kill("first")
+        all_json_parse(project)
+        state = json.loads((project / "budget.json").read_text())
+        assert state["phase"] == "final"
+        before = json.loads((project / "leaderboard.json").read_text())
+        # the search checkpoint of the winner is the result until the final training ends
+        anytime = json.loads((project / "best" / "metrics.json").read_text())
+        assert anytime["trial_id"] == state["winner"] and anytime["test_accuracy"] is None
+        start = time.time()
+        procs.start("second", *args)
+        assert procs.wait("second", 400) == 0, procs.log("second")
+        resumed_seconds = time.time() - start
+        log = procs.log("second")
+    assert "Resuming" in log
+    rows = json.loads((project / "leaderboard.json").read_text())
+    assert [r["trial_id"] for r in rows] == [r["trial_id"] for r in before]  # no new trial
+    metrics = json.loads((project / "best" / "metrics.json").read_text())
+    assert metrics["trial_id"] == state["winner"] and 0.0 <= metrics["test_accuracy"] <= 1.0
+    # the final training went on from its last finished epoch
+    assert metrics["final_training"]["epochs"] >= 2
+    done = json.loads((project / "budget.json").read_text())
+    assert done["phase"] == "done" and done["spent"] <= 80 * 1.05 + 10  # + one restart
+    assert resumed_seconds < 80
+    manifest = json.loads((project / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    all_json_parse(project)

@@ -16,32 +16,39 @@ VALID_PADDING_SPACE = dict(conv_blocks=(1, 6), convs_per_block=(1, 3), padding="
 
 
 def test_defaults_are_pinned():
-    # `None` means these; changing one is a user-visible change (docs/tuning.md)
+    # `None` means these; changing one is a user-visible change (docs/tuning.md):
+    # a fast recipe inside every trial (batch norm searched and first, label
+    # smoothing, one-cycle, a mild shift and no flip), the architecture searched
     assert SearchSpace((28, 28, 1), 10).to_config() == {
         "conv_blocks": {"min": 1, "max": 3},
         "convs_per_block": {"min": 1, "max": 2},
-        "filters": [16, 32],
+        "filters": [16, 32, 64],
         "filters_growth": 2.0,
         "kernel_size": 3,
         "strides": 1,
         "padding": "same",
         "dilation_rate": 1,
         "activation": "relu",
-        "batch_norm": False,
+        "batch_norm": [True, False],
         "spatial_dropout": 0.0,
         "pooling": "max",
         "pool_size": 2,
         "block_type": "plain",
         "head": "flatten",
-        "dense_layers": {"min": 0, "max": 2},
+        "dense_layers": {"min": 0, "max": 1},
         "dense_units": [64, 128],
-        "dropout": [0.0, 0.25],
-        "learning_rate": {"min": 0.0003, "max": 0.003, "sampling": "log"},
+        "dropout": [0.0, 0.25, 0.5],
+        "learning_rate": {"min": 0.001, "max": 0.01, "sampling": "log"},
         "optimizer": "adam",
-        "augmentation_strength": 0.0,
+        "label_smoothing": 0.1,
+        "schedule": "one-cycle",
+        "augmentation_strength": 1.0,
     }
     assert SearchSpace((28, 28, 1), 10, conv_blocks=None).to_config()["conv_blocks"] == \
         {"min": 1, "max": 3}
+    # the augmentation the strength scales: a shift by a tenth of the image, no flip
+    assert SearchSpace((28, 28, 1), 10).augmentation == ({"name": "translation", "factor": 0.1},)
+    assert SearchSpace((28, 28, 1), 10, augmentation_strength=0).augmentation == ()
 
 
 @pytest.mark.parametrize("raw, kind, config", [
@@ -219,7 +226,7 @@ def test_build_matches_the_analysis():
     from kerascnn.hypermodel import CNNHyperModel
 
     hm = CNNHyperModel((28, 28, 1), 10, preprocessing=lambda: [keras.layers.Rescaling(1 / 255)],
-                       **VALID_PADDING_SPACE)
+                       schedule="constant", **VALID_PADDING_SPACE)
     hp = _hp({"conv_blocks": 2, "convs_per_block": 2, "kernel_size": 3, "dense_layers": 1,
               "dense_units_1": 64})
     model = hm.build(hp)
@@ -228,12 +235,26 @@ def test_build_matches_the_analysis():
     assert model.get_layer("block2_conv2") is not None
     assert model.optimizer is not None  # compiled with the searched learning rate
     assert abs(float(model.optimizer.learning_rate) - hp.values["learning_rate"]) < 1e-9
+    # label smoothing 0.1 (the default): a confident right answer still costs a little
+    y_true, y_pred = keras.ops.convert_to_tensor([1]), keras.ops.convert_to_tensor(
+        [[0.0] + [1.0] + [0.0] * 8])
+    assert float(model.loss(y_true, y_pred)) > 0.1
+
+    # one-cycle (the default) over the trial's steps: it starts at a 25th of the peak
+    cycled = CNNHyperModel((28, 28, 1), 10, steps_per_epoch=10, epochs=3,
+                           **VALID_PADDING_SPACE).build(_hp({"conv_blocks": 1}))
+    rate = cycled.optimizer.learning_rate
+    assert float(rate) == pytest.approx(cycled_peak(cycled) / 25, rel=1e-3)
 
     import keras_tuner
 
     bad = _hp({"conv_blocks": 6, "convs_per_block": 3})
     with pytest.raises(keras_tuner.errors.FailedTrialError, match=r"rejected by the analysis"):
         hm.build(bad)
+
+
+def cycled_peak(model) -> float:
+    return float(model.optimizer._learning_rate.warmup_target)
 
 
 def test_hypermodel_rejects_bad_preprocessing():
@@ -247,5 +268,5 @@ def test_default_space_names_are_spec_fields_or_documented_extras():
     from kerascnn.spec import field_names
 
     extras = {"filters_growth", "dense_layers", "learning_rate", "optimizer",
-              "augmentation_strength"}
+              "label_smoothing", "schedule", "augmentation_strength"}
     assert set(DEFAULT_SPACE) - extras <= set(field_names())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -11,10 +12,21 @@ import yaml
 
 from kerascnn.checks import DISTRIBUTED_ROLES, TUNERS, InputError
 from kerascnn.cli import command, configure_logging, one_line
-from kerascnn.cli._options import (DURATION, config_option, data_kwargs, dataset_options,
+from kerascnn.cli._options import (DURATION, Duration, config_option, data_kwargs, dataset_options,
                                    seed_option, start_tensorflow, verbosity_options)
 from kerascnn.distributed import WorkerResult, resolve
 from kerascnn.files import read_yaml
+
+
+class BudgetParam(Duration):
+    """A duration, or `none` for no time limit (then --max-trials ends the search)."""
+
+    name = "DURATION|none"
+
+    def convert(self, value: Any, param, ctx):
+        if value is None or str(value).strip().lower() == "none":
+            return None
+        return super().convert(value, param, ctx)
 
 
 class SpaceParam(click.ParamType):
@@ -63,15 +75,19 @@ class NamesParam(click.ParamType):
 @command()
 @config_option()
 @dataset_options
-@click.option("--tuner", type=click.Choice(TUNERS), default="hyperband",
-              help="Search algorithm (keras-tuner's).")
-@click.option("--max-trials", type=click.IntRange(min=1), default=8,
-              help="Most trials, for every tuner (Hyperband's continuations count).")
+@click.option("--tuner", type=click.Choice(TUNERS), default="halving",
+              help="Search algorithm: successive halving on data x epochs sized in seconds "
+                   "(halving), or keras-tuner's.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None,
+              help="Most trials, for every tuner (promotions and Hyperband's continuations "
+                   "count) [default: the time budget decides].")
 @click.option("--epochs", type=click.IntRange(min=1), default=8,
               help="Most epochs per trial (Hyperband's max_epochs).")
-@click.option("--time-budget", type=DURATION, default=None,
-              help="Wall-clock limit, e.g. 90s, 15m, 1h30m: then no trial starts, the running "
-                   "one stops after its epoch, and results are written.")
+@click.option("--time-budget", type=BudgetParam(), default="3m",
+              help="Wall-clock limit of the whole command, e.g. 90s, 15m, 1h30m: about half "
+                   "searches, the rest trains the winner on train+validation, then it is "
+                   "tested and written. 'none': no limit and no final training (needs "
+                   "--max-trials).")
 @click.option("--max-params", type=click.IntRange(min=1), default=None,
               help="Resample candidates with more parameters (before training).")
 @click.option("--max-macs", type=click.IntRange(min=1), default=None,
@@ -126,6 +142,7 @@ def tune(config, dataset, data_dir, image_size, color_mode, validation_split, ba
     on the test split), best/spec.yaml, best/metrics.json, search.yaml
     (reusable as --config), manifest.json and keras-tuner's own state.
     """
+    started = time.time()  # the budget's clock: TensorFlow's start-up counts
     configure_logging(verbose, quiet)
     # addresses and ids are refused before TensorFlow loads
     resolve(distributed, oracle_address, worker_id, chief_timeout)
@@ -145,7 +162,8 @@ def tune(config, dataset, data_dir, image_size, color_mode, validation_split, ba
             verbose=verbose, tensorboard=tensorboard, keep_checkpoints=keep_checkpoints,
             max_failed_trials=max_failed_trials,
             distributed=distributed, oracle_address=oracle_address, worker_id=worker_id,
-            chief_timeout=chief_timeout, command_line=["kerascnn", *sys.argv[1:]])
+            chief_timeout=chief_timeout, command_line=["kerascnn", *sys.argv[1:]],
+            started=started)
     except RuntimeError as e:  # no chief, no completed trial: one line, exit 1
         raise click.ClickException(one_line(str(e))) from None
     if isinstance(result, WorkerResult):
@@ -162,4 +180,4 @@ def tune(config, dataset, data_dir, image_size, color_mode, validation_split, ba
                f"{result.test_accuracy:.4f} (test loss {result.test_loss:.4f})"
                f"{', stopped by the time budget' if result.stopped_by_budget else ''}, "
                f"{result.seconds:.0f}s")
-    click.echo(f"Best model: {result.best_model_path}")
+    click.echo(f"Best model: {result.best_model_path} ({result.final_model})")

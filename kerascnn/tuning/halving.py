@@ -11,8 +11,8 @@ a distributed worker trains whatever rung the chief hands it):
   leaderboard shows it beside the measured seconds).
 
 Rungs (`default_rungs`): the first trains on 1/8 of the images (1/4 below
-20,000 images) for one epoch, each next one on twice the images for one more
-epoch, up to all the images. Promotion is asynchronous (ASHA, Li et al. 2020):
+20,000 images, more where that is under 40 batches) for one epoch, each next
+one on twice the images for one more epoch, up to all the images. Promotion is asynchronous (ASHA, Li et al. 2020):
 whenever a worker asks for a trial, the best candidate of a rung that is in
 the top third of that rung's finished trials, and has not been promoted yet,
 goes up one rung; otherwise a new candidate starts at the first rung.
@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 FACTOR = 3  # the best 1/FACTOR of a rung go up
 EXPLORE_SHARE = 0.65
+MIN_STEPS = 40  # training batches of a first-rung trial, at least (where the epochs allow)
+RUNGS = 4
 # fidelity keys in a trial's hyperparameter values
 RUNG, FRACTION, EPOCHS, PARENT, PREDICTED = ("tuner/rung", "tuner/fraction", "tuner/epochs",
                                              "tuner/trial_id", "tuner/predicted_seconds")
@@ -65,19 +67,37 @@ class Rung:
         return f"{frac} x {self.epochs}"
 
 
-def default_rungs(num_train: int, max_epochs: int) -> tuple[Rung, ...]:
-    """1/8 of the images for 1 epoch (1/4 below 20,000 images), then twice the
-    images and one more epoch per rung, up to all of them (epochs capped at
-    `max_epochs`)."""
-    fraction = 1 / 8 if num_train >= 20_000 else 1 / 4
-    rungs = []
-    epochs = 1
-    while True:
-        rungs.append(Rung(min(1.0, fraction), min(epochs, max_epochs)))
-        if fraction >= 1:
-            return tuple(rungs)
+def default_rungs(num_train: int, max_epochs: int, batch_size: int = 128,
+                  min_steps: int = MIN_STEPS, count: int = RUNGS) -> tuple[Rung, ...]:
+    """The rungs of a search, cheapest first.
+
+    The first rung trains on 1/8 of the images for one epoch (1/4 below
+    20,000 images); where that is fewer than `min_steps` batches (small data
+    sets, where a trial's fixed cost would dwarf its training), it takes more
+    of the images (up to half), then more epochs. Each next rung doubles the
+    images until all are used, then the epochs, and adds an epoch; at most
+    `count` rungs, epochs capped at `max_epochs`.
+    """
+    fraction, epochs = (1 / 8 if num_train >= 20_000 else 1 / 4), 1
+
+    def steps(f: float, e: int) -> int:
+        return math.ceil(f * num_train / batch_size) * e
+
+    while steps(fraction, epochs) < min_steps and fraction < 0.5:
         fraction *= 2
+    while steps(fraction, epochs) < min_steps and epochs < max_epochs:
         epochs += 1
+    rungs = [Rung(fraction, min(epochs, max_epochs))]
+    while len(rungs) < count:
+        if fraction < 1:
+            fraction = min(1.0, fraction * 2)
+            epochs += 1
+        else:
+            epochs *= 2
+        if epochs > max_epochs and rungs[-1].fraction >= 1:
+            break
+        rungs.append(Rung(fraction, min(epochs, max_epochs)))
+    return tuple(rungs)
 
 
 # The keras.io "simple MNIST convnet": Conv 32, pool, Conv 64, pool, flatten,
@@ -191,23 +211,15 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
 
     def _calibrate(self) -> None:
         """Feed every finished trial's measured seconds to the cost model (once each)."""
-        for trial in self.trials.values():
-            if trial.trial_id in self._observed or trial.status != "COMPLETED":
-                continue
-            self._observed.add(trial.trial_id)
-            values = trial.hyperparameters.values
-            seconds = _last(trial, "seconds")
-            epochs = _last(trial, "epochs_run")
-            if not seconds or not epochs or FRACTION not in values:
-                continue
-            try:
-                self.cost.observe(self._analysis(values), self.train_images(values[FRACTION]),
-                                  epochs, seconds, validation_images=self.validation_images)
-            except ValueError as e:  # a measurement the model refuses: keep predicting
-                logger.debug("cost model: trial %s not used (%s)", trial.trial_id, e)
+        observe_trials(self.cost, self.trials.values(), self.space, self.train_images,
+                       self.validation_images, self._observed)
 
     def _fits(self, seconds: float) -> bool:
-        return self.deadline is None or time.time() + seconds <= self.deadline
+        if self.deadline is None or time.time() + seconds <= self.deadline:
+            return True
+        # a search never ends without a result: the first trial always runs
+        return not self.ongoing_trials and not any(
+            t.status == "COMPLETED" for t in self.trials.values())
 
     # ---------------------------------------------------------------- trials
 
@@ -303,6 +315,29 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
         super().set_state(state)
         self.skipped = int(state.get("skipped", 0))
         self.rejected = int(state.get("rejected", 0))
+
+
+def observe_trials(cost, trials, space: SearchSpace, train_images: Callable[[float], int],
+                   validation_images: int, seen: set[str]) -> None:
+    """Calibrate `cost` with the measured seconds of finished trials not in `seen`.
+
+    A trial without `tuner/fraction` (the other tuners) trained on all images.
+    """
+    for trial in trials:
+        if trial.trial_id in seen or trial.status != "COMPLETED":
+            continue
+        seen.add(trial.trial_id)
+        values = trial.hyperparameters.values
+        seconds = _last(trial, "seconds")
+        epochs = _last(trial, "epochs_run")
+        if not seconds or not epochs:
+            continue
+        try:
+            analysis = analyze(space.spec(space.values_from(values)))
+            cost.observe(analysis, train_images(float(values.get(FRACTION, 1.0))), epochs,
+                         seconds, validation_images=validation_images)
+        except ValueError as e:  # a measurement the model refuses: keep predicting
+            logger.debug("cost model: trial %s not used (%s)", trial.trial_id, e)
 
 
 def _last(trial, name: str) -> Optional[float]:

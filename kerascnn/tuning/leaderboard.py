@@ -179,11 +179,15 @@ class Reporter:
             `None`.
         after: callable() called after every report (the budget state).
             Defaults to `None`.
+        leader_every: float. Seconds between two calls of `on_leader` (the
+            first is at once; the search writes its leader at its end
+            anyway). Defaults to 0.
     """
 
     def __init__(self, project_dir: Path, space: SearchSpace, max_trials: Optional[int],
                  deadline: Optional[float], started: Optional[float] = None,
-                 on_leader: Optional[Callable] = None, after: Optional[Callable] = None):
+                 on_leader: Optional[Callable] = None, after: Optional[Callable] = None,
+                 leader_every: float = 0.0):
         self.project_dir = Path(project_dir)
         self.space = space
         self.max_trials = max_trials
@@ -193,6 +197,8 @@ class Reporter:
         self.after = after
         self.ended_here = 0
         self.leader: Optional[str] = None
+        self.leader_every = leader_every
+        self._leader_written = 0.0
 
     def __call__(self, oracle, trial) -> None:
         rows = leaderboard_rows(oracle, self.space)
@@ -200,9 +206,12 @@ class Reporter:
         self.ended_here += 1
         logger.info("%s", self.line(oracle, trial, rows))
         first = rows[0] if rows and rows[0]["rank"] == 1 else None
-        if first is not None and first["trial_id"] != self.leader and self.on_leader is not None:
+        due = self.leader is None or time.time() - self._leader_written >= self.leader_every
+        if first is not None and first["trial_id"] != self.leader and due \
+                and self.on_leader is not None:
             self.on_leader(oracle.trials[first["trial_id"]], first)
             self.leader = first["trial_id"]
+            self._leader_written = time.time()
         if self.after is not None:
             self.after()
 

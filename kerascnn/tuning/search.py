@@ -45,6 +45,7 @@ from typing import Any, Mapping, Optional, Sequence
 import keras
 
 from kerascnn import runtime
+from kerascnn.analysis import analyze
 from kerascnn.checks import (InputError, check_choice, check_int, format_duration,
                              parse_duration, received)
 from kerascnn.data import load_dataset, network_input_shape, preprocessing_layers
@@ -55,9 +56,11 @@ from kerascnn.search_space import SearchSpace
 from kerascnn.tuning.budget import Budget
 from kerascnn.tuning.cost import CostModel
 from kerascnn.tuning.fidelity import Subsets
+from kerascnn.tuning.final import final_train
+from kerascnn.tuning.halving import observe_trials
 from kerascnn.tuning.hypermodel import CNNHyperModel
 from kerascnn.tuning.leaderboard import Reporter, leaderboard_rows, write_leaderboard
-from kerascnn.tuning.results import BestWriter
+from kerascnn.tuning.results import BestWriter, plain_compile
 from kerascnn.tuning.resume import SEARCH_FILE, check_resume, search_yaml
 from kerascnn.tuning.storage import prune_checkpoints
 from kerascnn.tuning.tuners import OBJECTIVE, TUNERS, make_tuner
@@ -66,6 +69,9 @@ from kerascnn.tuning.worker import run_worker
 logger = logging.getLogger(__name__)
 
 BUDGET_FILE = "budget.json"
+FINAL_DIR = "final"
+# seconds between two rewrites of best/ from a new leader during the search
+LEADER_EVERY = 10.0
 
 
 @dataclass
@@ -329,7 +335,9 @@ def tune(
         tid), bundle.class_names or [])
     reporter = Reporter(project_dir, search_space, max_trials, search_end, started=started,
                         on_leader=best_writer.write_checkpoint,
-                        after=lambda: _write_budget_state(project_dir, budget, "search"))
+                        after=lambda: _write_budget_state(project_dir, budget, "search"),
+                        leader_every=LEADER_EVERY if budget is None else max(
+                            LEADER_EVERY, 0.1 * budget.search_share * budget.total))
     kt_tuner = make_tuner(tuner, hypermodel, deadline=search_end, reporter=reporter,
                           keep_checkpoints=keep_checkpoints, distributed=dist, started=started,
                           **tuner_options)
@@ -346,7 +354,7 @@ def tune(
                 f", time budget {format_duration(budget_seconds)} (search "
                 f"{format_duration(max(0.0, budget.search_end - started))})")
 
-    if state.get("phase") in (None, "search") and (budget is None or budget.left(search_end) > 0
+    if state.get("phase") != "final" and (budget is None or budget.left(search_end) > 0
                                                   or not _completed(oracle)):
         _search(kt_tuner, bundle, project_dir, epochs=epochs,
                 patience=0 if tuner == "halving" else patience, tensorboard=tensorboard,
@@ -366,17 +374,25 @@ def tune(
         raise RuntimeError(f"No trial completed ({reason}); see "
                            f"{project_dir / 'leaderboard.json'}.")
     best = oracle.trials[leader["trial_id"]]
-    _write_budget_state(project_dir, budget, "final")
-    model, final_model, extra = _final_phase(best, best_writer, hypermodel, bundle, budget,
-                                             epochs=epochs, verbose=verbose)
+    final_dir = project_dir / FINAL_DIR
+    if state.get("winner") not in (None, best.trial_id) and final_dir.exists():
+        shutil.rmtree(final_dir)  # trained for an earlier winner: not this search's answer
+    best_writer.write_checkpoint(best, leader)  # the result until a better one is trained
+    _write_budget_state(project_dir, budget, "final", winner=best.trial_id)
+    cost = getattr(oracle, "cost", None) or tuner_options["cost"]
+    observe_trials(cost, oracle.trials.values(), search_space, fidelity.size,
+                   int(bundle.num_validation), getattr(oracle, "_observed", set()))
+    model, final_metrics = _final_phase(best, best_writer, hypermodel, bundle, budget, cost,
+                                        final_dir, seed=seed)
+    final_model = final_metrics["final_model"]
     metrics = best_writer.finish(model, best, {
         "val_accuracy": None if best.score is None else float(best.score),
         "trial_id": best.trial_id, "params": leader.get("params"), "macs": leader.get("macs"),
-        "final_model": final_model, **extra}, bundle.test)
+        **final_metrics}, bundle.test)
     del model
     keras.backend.clear_session()
     gc.collect()
-    _write_budget_state(project_dir, budget, "done")
+    _write_budget_state(project_dir, budget, "done", winner=best.trial_id)
     seconds = time.time() - started
     figures = {"skipped_candidates": getattr(oracle, "skipped", 0),
                "rejected_candidates": oracle.rejected,
@@ -421,11 +437,36 @@ def _search(kt_tuner, bundle, project_dir: Path, *, epochs: int, patience: int,
                         callbacks=callbacks, verbose=1 if verbose and verbose > 0 else 0)
 
 
-def _final_phase(best, best_writer: BestWriter, hypermodel, bundle, budget: Optional[Budget], *,
-                 epochs: int, verbose: int):
-    """The model `best/` will hold, which one it is, and figures about it."""
-    model = best_writer.load_checkpoint(best)
-    return model, f"search checkpoint of trial {best.trial_id} (not retrained)", {}
+def _final_phase(best, best_writer: BestWriter, hypermodel, bundle, budget: Optional[Budget],
+                 cost: CostModel, final_dir: Path, *, seed: int):
+    """Train the winner until the budget's final phase ends (`kerascnn.tuning.final`).
+
+    Returns:
+        `(model, metrics)`: the model `best/` will hold (the final model, or
+        the search checkpoint when the final training was not run, was
+        interrupted or scored worse) and the `best/metrics.json` fields that
+        say which one it is and why.
+    """
+    search_model = best_writer.load_checkpoint(best)
+    if budget is None:
+        return search_model, {
+            "final_model": "best checkpoint of the best trial",
+            "final_model_reason": "no time budget, so no final training was sized"}
+    space = hypermodel.space
+    values = space.values_from(best.hyperparameters.values)
+    spec = space.spec(values)
+    hp = best.hyperparameters.copy()
+    result = final_train(
+        lambda: hypermodel.build(hp), search_model, bundle, directory=final_dir,
+        deadline=budget.final_end, cost=cost, analysis=analyze(spec),
+        learning_rate=float(values["learning_rate"]), optimizer=values["optimizer"],
+        schedule="linear" if values["schedule"] == "constant" else "one-cycle", seed=seed,
+        class_names=list(bundle.class_names or []), spec=spec,
+        save_metadata={"trial_id": best.trial_id, "hyperparameters": values})
+    if result.chosen == "final" and result.model is not None:
+        del search_model
+        return plain_compile(result.model, values), result.metrics()
+    return search_model, result.metrics()
 
 
 def _read_budget_state(project_dir: Path) -> dict[str, Any]:
@@ -437,13 +478,13 @@ def _read_budget_state(project_dir: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _write_budget_state(project_dir: Path, budget: Optional[Budget], phase: str) -> None:
-    """`budget.json`: the phase reached and the budget spent, for a resumed run."""
-    if budget is None:
-        write_json(project_dir / BUDGET_FILE, {"phase": phase})
-        return
-    write_json(project_dir / BUDGET_FILE, {"phase": phase, "time_budget": budget.total,
-                                           "spent": round(budget.spent(), 2)})
+def _write_budget_state(project_dir: Path, budget: Optional[Budget], phase: str,
+                        winner: Optional[str] = None) -> None:
+    """`budget.json`: the phase reached, the budget spent and the winner, for a resumed run."""
+    state: dict[str, Any] = {"phase": phase, "winner": winner}
+    if budget is not None:
+        state.update(time_budget=budget.total, spent=round(budget.spent(), 2))
+    write_json(project_dir / BUDGET_FILE, state)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import keras_tuner
 from keras_tuner.src import config as kt_config
 from keras_tuner.src.engine import tuner_utils
 
-from kerascnn.checks import check_choice
+from kerascnn.checks import TUNERS, check_choice
 from kerascnn.distributed import DistributedConfig
 from kerascnn.files import write_json
 from kerascnn.tuning.chief import serve
@@ -32,7 +32,6 @@ from kerascnn.tuning.storage import save_state
 
 logger = logging.getLogger(__name__)
 
-TUNERS = ("halving", "hyperband", "bayesian", "random", "grid")
 OBJECTIVE = "val_accuracy"
 
 
@@ -201,7 +200,7 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
     if name == "halving":
         fidelity = hypermodel.fidelity
         oracle = SuccessiveHalvingOracle(
-            rungs=default_rungs(fidelity.num_train, epochs), cost=cost,
+            rungs=default_rungs(fidelity.num_train, epochs, fidelity.batch_size), cost=cost,
             train_images=fidelity.size, validation_images=validation_images,
             seeds=seed_candidates(space), started=started, max_trials=max_trials, **common)
     elif name == "hyperband":

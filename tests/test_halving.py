@@ -1,0 +1,174 @@
+"""Successive halving: rungs, seeds, promotion, skipping by the cost model, the budget split.
+
+The oracle is driven directly (keras-tuner's `create_trial` / `end_trial`, no
+training), with a cost model whose predictions the test controls.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kerascnn.analysis import analyze
+from kerascnn.search_space import SearchSpace
+from kerascnn.tuning.budget import Budget
+from kerascnn.tuning.halving import (Rung, SuccessiveHalvingOracle, default_rungs,
+                                     seed_candidates)
+
+SPACE = dict(conv_blocks=(1, 2), convs_per_block=1, filters=[8, 16], dense_layers=0,
+             batch_norm=[True, False], dropout=[0.0, 0.5], learning_rate=(1e-3, 1e-2))
+
+
+class FakeCost:
+    """Seconds = params / per_second * images * epochs / 1000; records what it saw."""
+
+    def __init__(self, per_second: float = 1e4):
+        self.per_second = per_second
+        self.observed = []
+
+    def predict(self, analysis, images, epochs=1, *, validation_images=0.0):
+        return analysis.total_params / self.per_second * images * epochs / 1000
+
+    def observe(self, analysis, images, epochs, seconds, *, validation_images=0.0):
+        self.observed.append((analysis.total_params, images, epochs, seconds))
+
+
+def _oracle(tmp_path, space, cost, *, deadline=None, rungs=(Rung(0.25, 1), Rung(0.5, 2),
+                                                           Rung(1.0, 3)), seeds=()):
+    oracle = SuccessiveHalvingOracle(
+        rungs=rungs, cost=cost, train_images=lambda f: int(1000 * f), validation_images=100,
+        seeds=seeds, space=space, deadline=deadline, objective="val_accuracy",
+        max_trials=None, seed=1)
+    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.verbose = 0
+    hp = oracle.get_space()
+    space.declare(hp)
+    oracle.update_space(hp)
+    return oracle
+
+
+def _finish(oracle, trial, score, seconds=1.0):
+    oracle.update_trial(trial.trial_id, {"val_accuracy": score, "seconds": seconds,
+                                         "epochs_run": trial.hyperparameters.values[
+                                             "tuner/epochs"]})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+
+
+def test_default_rungs_double_the_data_then_the_epochs():
+    assert [(r.fraction, r.epochs) for r in default_rungs(54_000, 8)] == [
+        (1 / 8, 1), (1 / 4, 2), (1 / 2, 3), (1.0, 4)]
+    # 5,400 images: 1/4 would be 11 batches, so the first rung takes half, for 2 epochs
+    assert [(r.fraction, r.epochs) for r in default_rungs(5_400, 8)] == [
+        (0.5, 2), (1.0, 3), (1.0, 6)]
+    assert [(r.fraction, r.epochs) for r in default_rungs(160, 1)] == [(0.5, 1), (1.0, 1)]
+    assert default_rungs(54_000, 8)[0].label() == "1/8 x 1"
+
+
+def test_seeds_are_the_recipe_adapted_to_the_input():
+    # 28x28 with padding searched: the keras.io convnet as it is ('valid'), then with BN
+    space = SearchSpace((28, 28, 1), 10, padding=["same", "valid"], dropout=[0.0, 0.5],
+                        batch_norm=[False, True], filters=[16, 32, 64])
+    plain, bn = seed_candidates(space)
+    assert plain["padding"] == "valid" and plain["conv_blocks"] == 2
+    assert plain["filters"] == 32 and plain["dropout"] == 0.5 and plain["batch_norm"] is False
+    assert bn["batch_norm"] is True and bn["padding"] == "valid"
+    spec = space.spec(space.values_from(plain))
+    assert spec.filters == (32, 64) and spec.dense_units == ()
+    # 8x8 digits: 'valid' leaves no room for two blocks, 'same' does
+    small = SearchSpace((8, 8, 1), 10, padding=["valid", "same"], conv_blocks=(1, 3))
+    seeds = seed_candidates(small)
+    assert seeds and all(s["padding"] == "same" for s in seeds)
+    assert all(small.check(small.values_from(s)) is None for s in seeds)
+    # values outside the space come as near as it allows
+    narrow = SearchSpace((28, 28, 1), 10, filters=[8, 16], dropout=[0.0, 0.25])
+    assert seed_candidates(narrow)[0]["filters"] == 16
+    assert seed_candidates(narrow)[0]["dropout"] == 0.25
+
+
+def test_best_third_is_promoted_with_its_fidelity_in_the_hyperparameters(tmp_path):
+    space = SearchSpace((28, 28, 1), 10, **SPACE)
+    seeds = seed_candidates(space)
+    oracle = _oracle(tmp_path, space, FakeCost(), seeds=seeds)
+    first = [oracle.create_trial(f"w{i}") for i in range(6)]
+    values = [t.hyperparameters.values for t in first]
+    assert all(v["tuner/rung"] == 0 and v["tuner/fraction"] == 0.25 and v["tuner/epochs"] == 1
+               for v in values)
+    # the seeds come first
+    assert {k: values[0][k] for k in seeds[0]} == seeds[0]
+    assert {k: values[1][k] for k in seeds[1]} == seeds[1]
+    # six distinct candidates, each valid
+    assert len({oracle._compute_values_hash(v) for v in values}) == 6
+    assert all(space.check(space.values_from(v)) is None for v in values)
+    scores = [0.5, 0.9, 0.6, 0.8, 0.7, 0.4]
+    for trial, score in zip(first, scores):
+        _finish(oracle, trial, score)
+    # the best third of rung 0 (two of six: 0.9 and 0.8) go up, best first
+    promoted = [oracle.create_trial(f"v{i}") for i in range(2)]
+    parents = [t.hyperparameters.values["tuner/trial_id"] for t in promoted]
+    assert parents == [first[1].trial_id, first[3].trial_id]
+    for trial, parent in zip(promoted, (first[1], first[3])):
+        v = trial.hyperparameters.values
+        assert (v["tuner/rung"], v["tuner/fraction"], v["tuner/epochs"]) == (1, 0.5, 2)
+        assert {k: x for k, x in v.items() if not k.startswith("tuner/")} == {
+            k: x for k, x in parent.hyperparameters.values.items() if not k.startswith("tuner/")}
+        assert v["tuner/predicted_seconds"] == pytest.approx(
+            analyze(space.spec(space.values_from(v))).total_params / 1e4 * 500 * 2 / 1000,
+            abs=0.01)
+    # nothing else qualifies yet: a new candidate starts at rung 0
+    assert oracle.create_trial("u").hyperparameters.values["tuner/rung"] == 0
+    # the measured seconds of finished trials calibrate the cost model
+    assert len(oracle.cost.observed) == 6
+    assert {o[1] for o in oracle.cost.observed} == {250}
+
+
+def test_candidates_that_cannot_finish_in_time_are_skipped(tmp_path):
+    space = SearchSpace((28, 28, 1), 10, **SPACE)
+    # 8,000-31,000 parameters: 8-31 s predicted for the first rung's 250 images
+    cost = FakeCost(per_second=250.0)
+    oracle = _oracle(tmp_path, space, cost, deadline=time.time() + 3600)
+    # the first trial always runs, whatever its prediction
+    _finish(oracle, oracle.create_trial("w0"), 0.5)
+    # 20 seconds left: only candidates predicted to fit are handed out
+    oracle.deadline = time.time() + 20
+    handed = []
+    for i in range(8):
+        trial = oracle.create_trial(f"w{i + 1}")
+        if trial.status != "RUNNING":
+            break
+        handed.append(trial)
+        _finish(oracle, trial, 0.1)  # never promoted past what fits either
+    assert oracle.skipped > 0
+    assert all(t.hyperparameters.values["tuner/predicted_seconds"] <= 20 for t in handed)
+    # no time at all: the search stops (a completed trial exists)
+    oracle.deadline = time.time() - 1
+    assert oracle.create_trial("late").status == "STOPPED"
+
+
+def test_promotions_that_cannot_finish_are_skipped_and_the_search_stops(tmp_path):
+    space = SearchSpace((28, 28, 1), 10, **SPACE)
+    oracle = _oracle(tmp_path, space, FakeCost(per_second=10.0), deadline=time.time() + 3600,
+                     rungs=(Rung(0.001, 1), Rung(1.0, 50)))
+    trials = [oracle.create_trial(f"w{i}") for i in range(3)]
+    for trial, score in zip(trials, (0.3, 0.2, 0.1)):
+        _finish(oracle, trial, score)
+    oracle.started = time.time() - 3600  # exploring is over: promotions only
+    oracle.deadline = time.time() + 60  # rung 1 takes far longer than a minute
+    assert oracle.create_trial("p").status == "STOPPED"
+    assert oracle.skipped == 1
+
+
+def test_budget_phases():
+    budget = Budget(600.0, started=1000.0)
+    assert budget.search_end == 1300.0  # half for the search
+    assert budget.end == 1600.0 and budget.reserve == 18.0  # 3% for testing and writing
+    assert budget.final_end == 1582.0
+    assert budget.progress("search", 1000.0, budget.search_end, now=1100.0) == \
+        "search 1:40 of 5:00"
+    # a resumed search: what an earlier run spent counts
+    resumed = Budget(600.0, started=5000.0, spent_before=400.0)
+    assert resumed.search_end == 4900.0 and resumed.end == 5200.0
+    assert resumed.left(now=5100.0) == 100.0 and resumed.left(resumed.search_end,
+                                                              now=5100.0) == 0.0
+    assert Budget(60.0, started=0.0).reserve == 4.0  # at least 4 s
