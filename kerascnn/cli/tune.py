@@ -136,11 +136,14 @@ def tune(config, dataset, data_dir, image_size, color_mode, validation_split, ba
          chief_timeout, seed, verbose, quiet):
     """Search CNN architectures (N, M, K, filters, ...) and training settings.
 
-    Runs again with the same options to resume (a larger --max-trials adds
-    trials). Writes DIRECTORY/PROJECT_NAME/: leaderboard.csv/json after every
-    trial, best/model.keras (the best trial's best checkpoint, evaluated once
-    on the test split), best/spec.yaml, best/metrics.json, search.yaml
-    (reusable as --config), manifest.json and keras-tuner's own state.
+    Ends within --time-budget (3 minutes by default): about half searches
+    (successive halving: many candidates on a fraction of the images, the best
+    promoted to more), the rest trains the winner on train + validation, then
+    it is tested once. Runs again with the same options to resume. Writes
+    DIRECTORY/PROJECT_NAME/: leaderboard.csv/json after every trial,
+    best/model.keras (from the first trial on), best/spec.yaml,
+    best/metrics.json (which model and why), search.yaml (reusable as
+    --config), budget.json, manifest.json and keras-tuner's own state.
     """
     started = time.time()  # the budget's clock: TensorFlow's start-up counts
     configure_logging(verbose, quiet)
