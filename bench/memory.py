@@ -87,6 +87,7 @@ def main(argv=None) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             result = kerascnn.tune(bundle, tuner="random", max_trials=trials, epochs=1,
+                                   time_budget=None,
                                    patience=0, directory=tmp, project_name="memory",
                                    seed=0, verbose=0, command_line=["bench/memory.py"])
     finally:

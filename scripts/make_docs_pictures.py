@@ -104,6 +104,7 @@ def main(output: str, search: str | None, epochs: int) -> None:
         if search is None:
             search = str(work / "tuning" / "docs")
             kerascnn.tune("fashion_mnist_sample", tuner="random", max_trials=6, epochs=2,
+                          time_budget=None,
                           directory=str(work / "tuning"), project_name="docs", seed=SEED,
                           space={"conv_blocks": [1, 2, 3], "convs_per_block": [1, 2],
                                  "filters": [8, 16, 32], "dense_layers": [0, 1]})
