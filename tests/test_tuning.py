@@ -265,10 +265,13 @@ def test_time_budget_is_a_contract(runner, tmp_path):
     # (plus at most one trial's epoch), the rest went to the final training
     metrics = json.loads((project / "best" / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.5
-    assert metrics["final_training"]["epochs"] >= 2
-    assert metrics["final_training"]["seconds"] >= 0.2 * budget
-    assert "final training of the best spec" in metrics["final_model"] or \
-        "search checkpoint" in metrics["final_model_reason"]
+    final = metrics["final_training"]
+    if final["epochs"]:  # the winner trained again for the rest of the budget
+        assert final["epochs"] >= 2 and final["seconds"] >= 0.15 * budget, final
+        assert final["holdout_accuracy_final"] is not None
+    else:  # a loaded machine: the search's share left too little for two epochs
+        assert metrics["final_model_reason"].startswith("no final training"), metrics
+        assert metrics["final_model"] == "best checkpoint of the best trial"
     manifest = json.loads((project / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["budget_seconds"] == budget
     search = [line for line in result.output.splitlines() if line.startswith("trial ")]

@@ -58,7 +58,7 @@ from kerascnn.tuning.cost import CostModel
 from kerascnn.tuning.fidelity import Subsets
 from kerascnn.tuning.final import final_train
 from kerascnn.tuning.halving import observe_trials
-from kerascnn.tuning.hypermodel import CNNHyperModel
+from kerascnn.tuning.hypermodel import CNNHyperModel, compile_trial
 from kerascnn.tuning.leaderboard import Reporter, leaderboard_rows, write_leaderboard
 from kerascnn.tuning.results import BestWriter, plain_compile
 from kerascnn.tuning.resume import SEARCH_FILE, check_resume, search_yaml
@@ -462,7 +462,11 @@ def _final_phase(best, best_writer: BestWriter, hypermodel, bundle, budget: Opti
         learning_rate=float(values["learning_rate"]), optimizer=values["optimizer"],
         schedule="linear" if values["schedule"] == "constant" else "one-cycle", seed=seed,
         class_names=list(bundle.class_names or []), spec=spec,
-        save_metadata={"trial_id": best.trial_id, "hyperparameters": values})
+        save_metadata={"trial_id": best.trial_id, "hyperparameters": values},
+        compile_fn=lambda model: compile_trial(  # the trials' loss (label smoothing)
+            model, spec, optimizer=values["optimizer"],
+            learning_rate=float(values["learning_rate"]),
+            label_smoothing=values["label_smoothing"]))
     if result.chosen == "final" and result.model is not None:
         del search_model
         return plain_compile(result.model, values), result.metrics()
