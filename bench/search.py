@@ -176,6 +176,16 @@ def count_architectures(rows: list[dict[str, Any]]) -> tuple[int, int]:
     return len({architecture_key(r) for r in trained}), len(trained)
 
 
+def cost_model_error(rows: list[dict[str, Any]]) -> Optional[float]:
+    """Median of |predicted / measured - 1| over the trials with both seconds."""
+    errors = sorted(abs(r["predicted_seconds"] / r["seconds"] - 1.0) for r in rows
+                    if r.get("predicted_seconds") and r.get("seconds"))
+    if not errors:
+        return None
+    mid = len(errors) // 2
+    return errors[mid] if len(errors) % 2 else (errors[mid - 1] + errors[mid]) / 2
+
+
 def read_search(project_dir: Path) -> dict[str, Any]:
     """The figures of a finished search folder."""
     metrics = json.loads((project_dir / "best" / "metrics.json").read_text())
@@ -185,6 +195,8 @@ def read_search(project_dir: Path) -> dict[str, Any]:
     architectures, candidates = count_architectures(rows)
     return {"test_accuracy": float(metrics["test_accuracy"]),
             "final_model": metrics.get("final_model"),
+            "final_model_reason": metrics.get("final_model_reason"),
+            "cost_model_error": cost_model_error(rows),
             "architectures": architectures, "candidates": candidates,
             "budget_seconds": search.get("time_budget"),
             "fingerprint": manifest.get("dataset_fingerprint"),
@@ -354,6 +366,8 @@ def main(argv=None) -> int:
         "difference_points": difference,
         "architectures": search["architectures"], "candidates": search["candidates"],
         "final_model": search["final_model"],
+        "final_model_reason": search["final_model_reason"],
+        "cost_model_median_error": search["cost_model_error"],
         "recipe_epochs": recipe["epochs"], "recipe_best_epoch": recipe["best_epoch"],
         "recipe_wall_seconds": recipe["wall_seconds"],
         "recipe_cpu_seconds": recipe["cpu_seconds"], "recipe_padding": recipe["padding"],

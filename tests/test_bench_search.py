@@ -63,6 +63,14 @@ def test_architectures_count_networks_not_trainings():
     assert search.count_architectures(rows) == (3, 4)
 
 
+def test_cost_model_error_is_the_median_relative_error():
+    rows = [{"predicted_seconds": 12.0, "seconds": 10.0}, {"predicted_seconds": 5.0,
+                                                         "seconds": 10.0},
+            {"predicted_seconds": 9.0, "seconds": 10.0}, {"seconds": 3.0}]
+    assert search.cost_model_error(rows) == pytest.approx(0.2)
+    assert search.cost_model_error([{"seconds": 1.0}]) is None
+
+
 def test_targets_follow_the_issue():
     full = search.targets_for("fashion_mnist", 900)
     assert {k: (v["op"], v["bound"]) for k, v in full.items()} == {
