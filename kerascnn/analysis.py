@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from kerascnn.checks import InputError
 from kerascnn.spec import CNNSpec
 
 
@@ -202,7 +203,7 @@ class _Planner:
         size = "x".join(str(n) for n in spec.input_shape[:-1])
         before = "x".join(str(n) for n in self.spatial)
         after = "x".join(str(max(n, 0)) for n in new)
-        raise ValueError(
+        raise InputError(
             f"Input {size} is too small for this network: layer {name} (kernel_size="
             f"{kernel_size}, strides={strides}, padding={padding!r}, dilation_rate="
             f"{dilation_rate}) would turn the {before} feature map into {after}. Use fewer "
@@ -249,7 +250,7 @@ def analyze(spec: CNNSpec) -> Analysis:
         totals `.total_params`, `.trainable_params`, `.total_macs`.
 
     Raises:
-        ValueError: a feature map would shrink below 1 somewhere; the message
+        InputError: a feature map would shrink below 1 somewhere; the message
             names the first such layer with the numbers.
 
     Example:
@@ -259,7 +260,7 @@ def analyze(spec: CNNSpec) -> Analysis:
     (7, 7, 64)
     """
     if not isinstance(spec, CNNSpec):
-        raise TypeError(f"analyze expects a CNNSpec. Received: {type(spec).__name__}")
+        raise InputError(f"analyze expects a CNNSpec. Received: {type(spec).__name__}")
     p = _Planner(spec)
     act = spec.activation
     bn = spec.batch_norm
@@ -397,7 +398,7 @@ def max_conv_blocks(input_shape: Sequence[int], *, convs_per_block: int = 2,
     """
     spatial = list(input_shape[:-1])
     if not spatial or min(spatial) < 1:
-        raise ValueError(f"input_shape must be positive sizes then channels. "
+        raise InputError(f"input_shape must be positive sizes then channels. "
                          f"Received: input_shape={tuple(input_shape)}")
     pool_strides = pool_strides or pool_size
     depth = 0

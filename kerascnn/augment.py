@@ -1,4 +1,4 @@
-"""Named augmentation: a list in the spec or a config file -> Keras layers.
+"""Named augmentation: the list a spec or a config file holds, checked.
 
 An augmentation entry is a name or a mapping with a ``name`` and the
 parameters of that augmentation::
@@ -28,8 +28,9 @@ input unchanged at inference, so the layers after it would see two sizes.
 ``strength`` scales every ``factor`` (the search tunes it, 0 turns augmentation
 off); a scaled factor is capped at the largest value its layer accepts.
 
-This module imports no TensorFlow or Keras at import time: `kerascnn.spec`
-validates its ``augmentation`` field with :func:`validate_augmentation`.
+This module is pure Python (`kerascnn.spec` validates its ``augmentation``
+field with :func:`validate_augmentation`); the Keras layers are made by
+`kerascnn.data.augmentation_layers` (module `kerascnn.data.preprocessing`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from __future__ import annotations
 import difflib
 import math
 from typing import Any, Iterable, Mapping
+
+from kerascnn.checks import InputError, check_float
 
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
@@ -64,38 +67,38 @@ def _entry(item: Any, position: int) -> dict[str, Any]:
         name, params = item, {}
     elif isinstance(item, Mapping):
         if "name" not in item:
-            raise ValueError(
+            raise InputError(
                 f"Augmentation entry {position} has no 'name'; each entry is a name or a "
                 f"mapping such as {{'name': 'translation', 'factor': 0.1}}. Received: {item!r}")
         params = {str(k): v for k, v in item.items() if k != "name"}
         name = item["name"]
     else:
-        raise ValueError(
+        raise InputError(
             f"Augmentation entry {position} must be a name or a mapping with a 'name'; "
             f"allowed names: {allowed}. Received: {item!r}")
     if not isinstance(name, str):
-        raise ValueError(f"Augmentation names are strings; allowed: {allowed}. "
+        raise InputError(f"Augmentation names are strings; allowed: {allowed}. "
                          f"Received: name={name!r}")
     name = name.strip().lower()
     if name not in AUGMENTATIONS:
-        raise ValueError(f"Unknown augmentation {name!r}; allowed: {allowed}."
+        raise InputError(f"Unknown augmentation {name!r}; allowed: {allowed}."
                          f"{_suggest(name, AUGMENTATIONS)} Received: {item!r}")
     defaults = AUGMENTATIONS[name]
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"Unknown parameter(s) {', '.join(unknown)} for augmentation {name!r}; allowed: "
             f"{', '.join(defaults)}. Received: {item!r}")
     entry = {"name": name, **defaults, **params}
     if name == "flip":
         if entry["mode"] not in FLIP_MODES:
-            raise ValueError(f"Augmentation 'flip' takes mode one of {', '.join(FLIP_MODES)}. "
+            raise InputError(f"Augmentation 'flip' takes mode one of {', '.join(FLIP_MODES)}. "
                              f"Received: mode={entry['mode']!r}")
     else:
         factor = entry["factor"]
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
                 or not math.isfinite(factor) or not 0 < factor <= MAX_FACTOR[name]:
-            raise ValueError(
+            raise InputError(
                 f"Augmentation {name!r} takes a factor in (0, {MAX_FACTOR[name]}]. "
                 f"Received: factor={factor!r}")
         entry["factor"] = float(factor)
@@ -116,7 +119,7 @@ def validate_augmentation(config: Any) -> tuple[dict[str, Any], ...]:
         its default, in the given order. Each name may appear once.
 
     Raises:
-        ValueError: for an unknown name (close names are suggested), an
+        InputError: for an unknown name (close names are suggested), an
             unknown parameter, a factor outside its range, or a repeated name.
 
     Example:
@@ -128,73 +131,27 @@ def validate_augmentation(config: Any) -> tuple[dict[str, Any], ...]:
     if isinstance(config, (str, Mapping)):
         config = [config]
     if not isinstance(config, (list, tuple)):
-        raise ValueError(
+        raise InputError(
             "augmentation must be a list of names or mappings such as "
             f"['flip', {{'name': 'zoom', 'factor': 0.1}}]. Received: {config!r}")
     entries = tuple(_entry(item, i) for i, item in enumerate(config))
     names = [e["name"] for e in entries]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise ValueError(f"Each augmentation may appear once; repeated: {', '.join(repeated)}. "
+        raise InputError(f"Each augmentation may appear once; repeated: {', '.join(repeated)}. "
                          f"Received: {list(config)!r}")
     return entries
 
 
-def augmentation_layers(config: Any, strength: float = 1.0, *, seed: int | None = None,
-                        value_range: tuple[float, float] = (0.0, 1.0)) -> list:
-    """Keras preprocessing layers for an augmentation list.
-
-    The layers expect images (batch, height, width, channels) with values in any
-    range and are active only in training.
-
-    Args:
-        config: an augmentation list as accepted by `validate_augmentation`.
-        strength: float >= 0 that multiplies every `factor` (capped at the
-            largest factor each layer accepts); 0 returns no layers.
-            Defaults to 1.0.
-        seed: int or None, the seed of each random layer (offset per layer).
-            Defaults to None (Keras's global seed).
-        value_range: `(min, max)` of the values the layers receive; `contrast`
-            clips to it. Defaults to `(0.0, 1.0)` (pixels after `Rescaling(1/255)`).
-
-    Returns:
-        A list of Keras layers named `augment_<name>`.
+def check_strength(strength: Any) -> float:
+    """The augmentation strength as a float >= 0 (0 turns augmentation off).
 
     Raises:
-        ValueError: for a bad `config` or a negative `strength`.
+        InputError: not a finite number >= 0.
     """
-    entries = validate_augmentation(config)
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) \
-            or not math.isfinite(strength) or strength < 0:
-        raise ValueError(f"augmentation strength must be a number >= 0. "
-                         f"Received: strength={strength!r}")
-    if not entries or strength == 0:
-        return []
-    import keras
+    return check_float("strength", strength, minimum=0, inclusive=True)
 
-    layers = []
-    for i, entry in enumerate(entries):
-        name = entry["name"]
-        s = None if seed is None else seed + i
-        layer_name = f"augment_{name}"
-        if name == "flip":
-            layers.append(keras.layers.RandomFlip(entry["mode"], seed=s, name=layer_name))
-            continue
-        factor = min(entry["factor"] * strength, MAX_FACTOR[name])
-        if name == "translation":
-            layers.append(keras.layers.RandomTranslation(
-                factor, factor, fill_mode="reflect", seed=s, name=layer_name))
-        elif name == "rotation":
-            layers.append(keras.layers.RandomRotation(
-                factor, fill_mode="reflect", seed=s, name=layer_name))
-        elif name == "zoom":
-            layers.append(keras.layers.RandomZoom(
-                factor, factor, fill_mode="reflect", seed=s, name=layer_name))
-        elif name == "contrast":
-            layers.append(keras.layers.RandomContrast(
-                factor, value_range=tuple(value_range), seed=s, name=layer_name))
-        elif name == "crop":
-            layers.append(keras.layers.RandomTranslation(
-                factor, factor, fill_mode="constant", fill_value=0.0, interpolation="nearest",
-                seed=s, name=layer_name))
-    return layers
+
+def scaled_factor(entry: Mapping[str, Any], strength: float) -> float:
+    """`entry["factor"] * strength`, capped at the largest factor its layer accepts."""
+    return min(entry["factor"] * strength, MAX_FACTOR[entry["name"]])

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+import keras
+
 from kerascnn.analysis import Analysis, LayerInfo, analyze
-from kerascnn.spec import CNNSpec
+from kerascnn.checks import InputError
+from kerascnn.presets import get_preset
+from kerascnn.spec import CNNSpec, field_names
 
 
 def _spec_from(spec: Optional[CNNSpec], fields: dict[str, Any]) -> CNNSpec:
+    unknown = sorted(set(fields) - set(field_names()))
+    if unknown:
+        raise InputError(f"Unrecognized arguments for build_cnn: {unknown}. Allowed: "
+                         f"preprocessing, raw_input_shape, name and the CNNSpec fields "
+                         f"{', '.join(field_names())}. Received: {unknown}")
     if spec is None:
         return CNNSpec(**fields)
     if isinstance(spec, str):
-        from kerascnn.presets import get_preset
-
         return get_preset(spec, **{k: fields.pop(k) for k in ("input_shape", "num_classes")
                                    if k in fields}).replace(**fields)
     if isinstance(spec, dict):
         return CNNSpec.from_dict({**spec, **fields})
     if not isinstance(spec, CNNSpec):
-        raise TypeError("build_cnn expects a CNNSpec, a preset name, a dict or keyword fields. "
+        raise InputError("build_cnn expects a CNNSpec, a preset name, a dict or keyword fields. "
                         f"Received: {type(spec).__name__}")
     return spec.replace(**fields) if fields else spec
 
@@ -55,8 +62,9 @@ def build_cnn(spec: CNNSpec | str | dict | None = None, *,
         precision policy.
 
     Raises:
-        ValueError: the spec is invalid or a feature map would shrink
-            below 1 (raised by the analysis, before any layer exists).
+        InputError: the spec is invalid, a feature map would shrink below 1
+            (raised by the analysis, before any layer exists), or the
+            preprocessing layers do not produce the spec's input shape.
 
     Example:
 
@@ -65,21 +73,19 @@ def build_cnn(spec: CNNSpec | str | dict | None = None, *,
     (None, 7, 7, 64)
     """
     spec = _spec_from(spec, dict(fields))
-    plan = analyze(spec)  # raises before Keras is touched
-    import keras
-
+    plan = analyze(spec)  # raises before any layer is made
     inputs = keras.Input(shape=tuple(raw_input_shape or spec.input_shape), name="input")
     x = inputs
     for layer in preprocessing or ():
         x = layer(x)
     if tuple(x.shape[1:]) != tuple(spec.input_shape):
-        raise ValueError(
+        raise InputError(
             "The preprocessing layers must produce the spec's input_shape. "
             f"Received: preprocessing output {tuple(x.shape[1:])}, "
             f"input_shape={spec.input_shape}")
     tensors = {"input": x}
     for info in plan.layers:
-        layer = _make_layer(keras, info, spec)
+        layer = _make_layer(info, spec)
         if info.inputs:
             args = [tensors[n] for n in info.inputs]
             x = layer(args if len(args) > 1 else args[0])
@@ -98,7 +104,7 @@ _SPATIAL_DROPOUT = {1: "SpatialDropout1D", 2: "SpatialDropout2D", 3: "SpatialDro
 _GAP = {1: "GlobalAveragePooling1D", 2: "GlobalAveragePooling2D", 3: "GlobalAveragePooling3D"}
 
 
-def _make_layer(keras, info: LayerInfo, spec: CNNSpec):
+def _make_layer(info: LayerInfo, spec: CNNSpec):
     rank = spec.rank
     cfg = info.config
     L = keras.layers

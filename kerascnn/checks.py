@@ -78,6 +78,37 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
+def check_image_size(value: Any, name: str = "image_size") -> Optional[tuple[int, int]]:
+    """`(height, width)` from an int (a square), a 1- or 2-sequence of ints, or None.
+
+    The one reading of `image_size` (`load_dataset`, `train`, `tune`,
+    `finetune`, the `--image-size` option): `32` and `(32,)` mean 32x32.
+
+    Args:
+        value: None, an int >= 1, or a sequence of one or two ints >= 1.
+        name: str. The argument's name in the error message.
+            Defaults to `"image_size"`.
+
+    Returns:
+        `(height, width)` as Python ints, or None when `value` is None.
+
+    Raises:
+        InputError: anything else (bools, floats, strings, zero, three sizes).
+    """
+    if value is None:
+        return None
+    if is_int(value):
+        size: tuple = (value, value)
+    elif isinstance(value, (list, tuple)) and len(value) in (1, 2):
+        size = tuple(value) * (3 - len(value))
+    else:
+        size = ()
+    if len(size) != 2 or not all(is_int(v) and int(v) >= 1 for v in size):
+        raise InputError(f"{name} must be (height, width) of positive integers, or one integer "
+                         f"for a square. {received(name, value)}")
+    return int(size[0]), int(size[1])
+
+
 def parse_duration(value: Any, name: str = "time_budget") -> Optional[float]:
     """Seconds from `90`, `"90s"`, `"15m"`, `"1h30m"`; None stays None."""
     if value is None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Optional, Sequence
 
-from kerascnn.spec import CNNSpec
+from kerascnn.checks import InputError
+from kerascnn.spec import CNNSpec, field_names
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # 61,706 parameters at 32x32x1 with 10 classes; C5 is the 5x5 convolution to 120 maps
@@ -83,10 +84,10 @@ def describe_preset(name: str) -> str:
 
 
 def _check_name(name: str) -> str:
-    if name not in _PRESETS:
+    if not isinstance(name, str) or name not in _PRESETS:
         close = difflib.get_close_matches(str(name).lower(), list(_PRESETS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown preset; allowed: {', '.join(_PRESETS)}.{hint} "
+        raise InputError(f"Unknown preset; allowed: {', '.join(_PRESETS)}.{hint} "
                          f"Received: preset={name!r}")
     return name
 
@@ -107,7 +108,7 @@ def get_preset(name: str, input_shape: Optional[Sequence[int]] = None,
         CNNSpec.
 
     Raises:
-        ValueError: unknown name or an invalid override.
+        InputError: unknown name or an invalid override.
 
     Example:
 
@@ -115,8 +116,14 @@ def get_preset(name: str, input_shape: Optional[Sequence[int]] = None,
     (4096, 4096)
     """
     config = dict(_PRESETS[_check_name(name)])
+    unknown = sorted(set(overrides) - set(field_names()))
+    if unknown:
+        raise InputError(f"Unrecognized arguments for get_preset: {unknown}. Allowed: "
+                         f"{', '.join(field_names())}. Received: {unknown}")
     if input_shape is not None:
-        config["input_shape"] = tuple(input_shape)
+        # a list or tuple of sizes; anything else is left for CNNSpec to refuse
+        config["input_shape"] = tuple(input_shape) if isinstance(input_shape, (list, tuple)) \
+            else input_shape
     if num_classes is not None:
         config["num_classes"] = num_classes
     config.update(overrides)

@@ -28,6 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+import yaml
+
+from kerascnn.augment import validate_augmentation
+from kerascnn.checks import InputError, is_int, received
+from kerascnn.files import atomic_write_text, read_yaml
+
 PADDINGS = ("same", "valid")
 POOLINGS = ("max", "avg", "none", "conv")
 BLOCK_TYPES = ("plain", "residual")
@@ -69,18 +75,12 @@ class BlockSpec:
     pool_padding: str
 
 
-def _received(name: str, value: Any) -> str:
-    return f"Received: {name}={value!r}"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _tuplify(value: Any) -> Any:
-    """Lists (from YAML/JSON) to tuples, recursively."""
+    """Lists (from YAML/JSON) to tuples and numpy integers to ints, recursively."""
     if isinstance(value, (list, tuple)):
         return tuple(_tuplify(v) for v in value)
+    if is_int(value):
+        return int(value)
     return value
 
 
@@ -146,9 +146,8 @@ class CNNSpec:
             `kerascnn.augment`), active only in training. Defaults to `()`.
 
     Raises:
-        ValueError: a value is out of range or a per-block tuple has the
-            wrong length.
-        TypeError: a value has the wrong type.
+        InputError: (a `ValueError`) a value has the wrong type or is out of
+            range, or a per-block tuple has the wrong length.
 
     Example:
 
@@ -189,13 +188,13 @@ class CNNSpec:
 
         shape = self.input_shape
         if isinstance(shape, int) or not isinstance(shape, tuple):
-            raise TypeError("input_shape must be a tuple of 2, 3 or 4 positive integers "
-                            f"(spatial sizes then channels). {_received('input_shape', shape)}")
-        if len(shape) not in (2, 3, 4) or not all(_is_int(d) and d >= 1 for d in shape):
-            raise ValueError("input_shape must be 2, 3 or 4 positive integers (spatial sizes, "
+            raise InputError("input_shape must be a tuple of 2, 3 or 4 positive integers "
+                             f"(spatial sizes then channels). {received('input_shape', shape)}")
+        if len(shape) not in (2, 3, 4) or not all(is_int(d) and d >= 1 for d in shape):
+            raise InputError("input_shape must be 2, 3 or 4 positive integers (spatial sizes, "
                              "then channels: (length, channels) for 1D, (height, width, "
                              "channels) for 2D, (depth, height, width, channels) for 3D). "
-                             f"{_received('input_shape', shape)}")
+                             f"{received('input_shape', shape)}")
         self._check_int("num_classes", minimum=2)
         self._check_int("conv_blocks", minimum=1)
         self._check_per_block("convs_per_block", self._int_check(1), per_conv=False)
@@ -211,39 +210,37 @@ class CNNSpec:
         self._check_per_block("block_type", self._choice_check(BLOCK_TYPES), per_conv=False)
 
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"Unknown activation; allowed: {', '.join(ACTIVATIONS)}. "
-                             f"{_received('activation', self.activation)}")
+            raise InputError(f"Unknown activation; allowed: {', '.join(ACTIVATIONS)}. "
+                             f"{received('activation', self.activation)}")
         if not isinstance(self.batch_norm, bool):
-            raise TypeError(f"batch_norm must be True or False. "
-                            f"{_received('batch_norm', self.batch_norm)}")
+            raise InputError(f"batch_norm must be True or False. "
+                             f"{received('batch_norm', self.batch_norm)}")
         for name in ("spatial_dropout", "dropout"):
             rate = getattr(self, name)
             if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-                raise TypeError(f"{name} must be a number in [0, 1). {_received(name, rate)}")
+                raise InputError(f"{name} must be a number in [0, 1). {received(name, rate)}")
             if not 0.0 <= rate < 1.0:
-                raise ValueError(f"{name} must be in [0, 1). {_received(name, rate)}")
+                raise InputError(f"{name} must be in [0, 1). {received(name, rate)}")
             set_(name, float(rate))
         if self.head not in HEADS:
-            raise ValueError(f"Unknown head; allowed: {', '.join(HEADS)}. "
-                             f"{_received('head', self.head)}")
+            raise InputError(f"Unknown head; allowed: {', '.join(HEADS)}. "
+                             f"{received('head', self.head)}")
         units = self.dense_units
-        if _is_int(units):
+        if is_int(units):
             units = (units,)
         if units is None:
             units = ()
-        if not isinstance(units, tuple) or not all(_is_int(u) and u >= 1 for u in units):
-            raise ValueError("dense_units must be a tuple of positive integers (the K hidden "
-                             f"widths; () for none). {_received('dense_units', self.dense_units)}")
+        if not isinstance(units, tuple) or not all(is_int(u) and u >= 1 for u in units):
+            raise InputError("dense_units must be a tuple of positive integers (the K hidden "
+                             f"widths; () for none). {received('dense_units', self.dense_units)}")
         set_("dense_units", units)
         if self.classifier_activation not in CLASSIFIER_ACTIVATIONS:
-            raise ValueError("classifier_activation must be 'softmax' or None (logits). "
-                             f"{_received('classifier_activation', self.classifier_activation)}")
+            raise InputError("classifier_activation must be 'softmax' or None (logits). "
+                             f"{received('classifier_activation', self.classifier_activation)}")
         aug = self.augmentation
         if aug is None:
             aug = ()
         if aug:
-            from kerascnn.augment import validate_augmentation
-
             aug = tuple(validate_augmentation(aug))
         set_("augmentation", aug)
 
@@ -251,42 +248,42 @@ class CNNSpec:
         for b in self.blocks():
             for c, conv in enumerate(b.convs, start=1):
                 if conv.strides > 1 and conv.dilation_rate > 1:
-                    raise ValueError(
+                    raise InputError(
                         f"block {b.index} conv {c}: a convolution cannot have both strides > 1 "
                         "and dilation_rate > 1 (Keras refuses it). Received: "
                         f"strides={conv.strides}, dilation_rate={conv.dilation_rate}")
             if b.block_type == "residual":
                 if len(b.convs) % 2:
-                    raise ValueError(
+                    raise InputError(
                         f"block {b.index} is residual: its convolutions come in pairs (basic "
                         f"residual blocks), so convs_per_block must be even. "
                         f"Received: convs_per_block={len(b.convs)} for block {b.index}")
                 if any(conv.padding != "same" for conv in b.convs):
-                    raise ValueError(
+                    raise InputError(
                         f"block {b.index} is residual: its convolutions need padding='same' so "
                         f"that the shortcut and the main path keep the same size. "
-                        f"{_received('padding', self.padding)}")
+                        f"{received('padding', self.padding)}")
 
     def _int_check(self, minimum: int):
         def check(name: str, value: Any) -> None:
-            if not _is_int(value) or value < minimum:
-                raise ValueError(f"{name} values must be integers >= {minimum}. "
-                                 f"{_received(name, getattr(self, name))}")
+            if not is_int(value) or value < minimum:
+                raise InputError(f"{name} values must be integers >= {minimum}. "
+                                 f"{received(name, getattr(self, name))}")
         return check
 
     def _choice_check(self, choices: Sequence[str]):
         def check(name: str, value: Any) -> None:
             if value not in choices:
-                raise ValueError(f"Unknown {name} {value!r}; allowed: {', '.join(choices)}. "
-                                 f"{_received(name, getattr(self, name))}")
+                raise InputError(f"Unknown {name} {value!r}; allowed: {', '.join(choices)}. "
+                                 f"{received(name, getattr(self, name))}")
         return check
 
     def _check_int(self, name: str, minimum: int) -> None:
         value = getattr(self, name)
-        if not _is_int(value):
-            raise TypeError(f"{name} must be an integer. {_received(name, value)}")
+        if not is_int(value):
+            raise InputError(f"{name} must be an integer. {received(name, value)}")
         if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}. {_received(name, value)}")
+            raise InputError(f"{name} must be >= {minimum}. {received(name, value)}")
 
     def _check_per_block(self, name: str, check, *, per_conv: bool) -> None:
         value = getattr(self, name)
@@ -296,20 +293,20 @@ class CNNSpec:
             check(name, value)
             return
         if len(value) != self.conv_blocks:
-            raise ValueError(
+            raise InputError(
                 f"{name} has one value per block, so its length must equal conv_blocks="
                 f"{self.conv_blocks} (or give one value for all blocks). "
-                f"{_received(name, value)}")
+                f"{received(name, value)}")
         for i, entry in enumerate(value):
             if isinstance(entry, tuple):
                 if not per_conv:
-                    raise ValueError(f"{name} takes one value per block, not per convolution. "
-                                     f"{_received(name, value)}")
+                    raise InputError(f"{name} takes one value per block, not per convolution. "
+                                     f"{received(name, value)}")
                 n = self._per_block_value("convs_per_block", i)
                 if len(entry) != n:
-                    raise ValueError(
+                    raise InputError(
                         f"{name} for block {i + 1} lists {len(entry)} values but the block has "
-                        f"{n} convolutions. {_received(name, value)}")
+                        f"{n} convolutions. {received(name, value)}")
                 for v in entry:
                     check(name, v)
             else:
@@ -333,8 +330,8 @@ class CNNSpec:
     def block(self, index: int) -> BlockSpec:
         """The resolved block `index` (1-based)."""
         if not 1 <= index <= self.conv_blocks:
-            raise ValueError(f"block index must be in 1..{self.conv_blocks}. "
-                             f"{_received('index', index)}")
+            raise InputError(f"block index must be in 1..{self.conv_blocks}. "
+                             f"{received('index', index)}")
         i = index - 1
         n = self._per_block_value("convs_per_block", i)
 
@@ -362,8 +359,8 @@ class CNNSpec:
         """A copy with some fields changed (validated again)."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
-            raise ValueError(f"Unrecognized arguments for CNNSpec: {unknown}. "
-                             f"Allowed: {', '.join(field_names())}")
+            raise InputError(f"Unrecognized arguments for CNNSpec: {unknown}. "
+                             f"Allowed: {', '.join(field_names())}. Received: {unknown}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -374,50 +371,44 @@ class CNNSpec:
     def from_dict(cls, config: dict[str, Any]) -> "CNNSpec":
         """Build from a dict; unknown keys are refused."""
         if not isinstance(config, dict):
-            raise TypeError("A spec must be a mapping of field names to values. "
-                            f"Received: {type(config).__name__}")
+            raise InputError("A spec must be a mapping of field names to values. "
+                             f"Received: {type(config).__name__}")
         unknown = sorted(set(config) - set(field_names()))
         if unknown:
-            raise ValueError(f"Unrecognized arguments for CNNSpec: {unknown}. "
+            raise InputError(f"Unrecognized arguments for CNNSpec: {unknown}. "
                              f"Allowed: {', '.join(field_names())}. Received: {unknown}")
         missing = [k for k in ("input_shape", "num_classes") if k not in config]
         if missing:
-            raise ValueError(f"A spec needs {' and '.join(missing)}. "
-                             f"Received keys: {sorted(config)}")
+            raise InputError(f"A spec needs {' and '.join(missing)}. "
+                             f"Received: keys {sorted(config)}")
         return cls(**{k: _tuplify(v) for k, v in config.items()})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_yaml(self) -> str:
-        import yaml
-
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     def save(self, path: str | Path) -> Path:
         """Write the spec as YAML (`.yaml`/`.yml`) or JSON (`.json`), atomically."""
-        from kerascnn.runs import atomic_write_text
-
         path = Path(path)
         if path.suffix.lower() == ".json":
             return atomic_write_text(path, self.to_json() + "\n")
         if path.suffix.lower() in (".yaml", ".yml"):
             return atomic_write_text(path, self.to_yaml())
-        raise ValueError(f"Spec files end in .yaml, .yml or .json. Received: path={str(path)!r}")
+        raise InputError(f"Spec files end in .yaml, .yml or .json. Received: path={str(path)!r}")
 
     @classmethod
     def load(cls, path: str | Path) -> "CNNSpec":
         """Read a spec from YAML or JSON (YAML is a superset; `safe_load`)."""
-        from kerascnn.runs import read_yaml
-
         data = read_yaml(path)
         if isinstance(data, dict) and "spec" in data and isinstance(data["spec"], dict) \
                 and "input_shape" not in data:
             data = data["spec"]
         try:
             return cls.from_dict(data)
-        except (ValueError, TypeError) as e:
-            raise type(e)(f"{path}: {e}") from None
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
 
 
 def field_names() -> list[str]:

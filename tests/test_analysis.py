@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kerascnn.analysis import analyze, conv_output_size, is_valid, max_conv_blocks
+from kerascnn.checks import InputError
 from kerascnn.spec import CNNSpec
 
 
@@ -48,7 +49,7 @@ def test_layer_table_of_simple_net():
 
 def test_too_deep_names_first_layer():
     spec = CNNSpec(input_shape=(28, 28, 1), num_classes=10, conv_blocks=5)
-    with pytest.raises(ValueError, match=r"block5_pool .* 1x1 feature map into 0x0"):
+    with pytest.raises(InputError, match=r"block5_pool .* 1x1 feature map into 0x0"):
         analyze(spec)
     assert not is_valid(spec)
     assert is_valid(spec.replace(conv_blocks=4))
@@ -56,7 +57,7 @@ def test_too_deep_names_first_layer():
 
 def test_valid_padding_kernel_bigger_than_map():
     spec = CNNSpec(input_shape=(28, 28, 1), num_classes=10, conv_blocks=3, padding="valid")
-    with pytest.raises(ValueError, match=r"layer block3_conv2 .*2x2 feature map into 0x0.*Received: input_shape=\(28, 28, 1\)"):
+    with pytest.raises(InputError, match=r"layer block3_conv2 .*2x2 feature map into 0x0.*Received: input_shape=\(28, 28, 1\)"):
         analyze(spec)
 
 
@@ -122,7 +123,7 @@ def _check_against_keras(spec):
     from kerascnn.builders import build_cnn, check_against_keras
 
     if not is_valid(spec):
-        with pytest.raises(ValueError, match="too small"):
+        with pytest.raises(InputError, match="too small"):
             build_cnn(spec)
         return
     plan = analyze(spec)

@@ -8,7 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from kerascnn.augment import AUGMENTATIONS, augmentation_layers, validate_augmentation
+from kerascnn.augment import AUGMENTATIONS, validate_augmentation
+from kerascnn.checks import InputError
+from kerascnn.data import augmentation_layers
 
 
 def test_validate_normalizes_names_and_defaults():
@@ -45,13 +47,13 @@ def test_every_name_has_defaults_that_validate():
     (42, r"must be a list of names or mappings"),
 ])
 def test_validate_rejects_bad_config(config, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(InputError, match=match):
         validate_augmentation(config)
 
 
 @pytest.mark.parametrize("strength", [-0.5, float("inf"), "x", True])
 def test_bad_strength(strength):
-    with pytest.raises(ValueError, match="strength must be a number >= 0"):
+    with pytest.raises(InputError, match="strength must be a number >= 0"):
         augmentation_layers(["flip"], strength)
 
 

@@ -3,6 +3,7 @@ import pytest
 
 from kerascnn import analyze, build_cnn, get_preset, list_presets
 from kerascnn.builders import check_against_keras
+from kerascnn.checks import InputError
 from kerascnn.spec import CNNSpec
 
 
@@ -24,7 +25,7 @@ def test_logits_and_keyword_override():
 
 
 def test_too_deep_is_refused_before_keras():
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(InputError, match="too small"):
         build_cnn(input_shape=(16, 16, 3), num_classes=10, conv_blocks=6)
 
 
@@ -36,7 +37,7 @@ def test_preprocessing_layers_and_raw_input():
                       preprocessing=[keras.layers.Rescaling(1 / 255), keras.layers.Resizing(32, 32)])
     assert model.input.shape == (None, 28, 28, 1)
     assert check_against_keras(model, analyze(spec)) == []
-    with pytest.raises(ValueError, match="must produce the spec's input_shape"):
+    with pytest.raises(InputError, match="must produce the spec's input_shape"):
         build_cnn(spec, raw_input_shape=(28, 28, 1), preprocessing=[keras.layers.Rescaling(1.0)])
 
 
@@ -65,7 +66,7 @@ def test_1d_and_3d(shape):
 
 
 def test_bad_spec_argument_type():
-    with pytest.raises(TypeError, match="build_cnn expects"):
+    with pytest.raises(InputError, match="build_cnn expects"):
         build_cnn(42)
 
 
@@ -116,7 +117,7 @@ def test_resnet18_trainable_weights_in_keras():
 
 
 def test_unknown_preset():
-    with pytest.raises(ValueError, match="Did you mean 'vgg16'"):
+    with pytest.raises(InputError, match="Did you mean 'vgg16'"):
         get_preset("vgg61")
 
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kerascnn.checks import InputError
 from kerascnn.data import (DatasetBundle, list_datasets, load_dataset, network_input_shape,
                            preprocessing_layers, stratified_split)
 from kerascnn.data.builtin import FASHION_MNIST_CLASSES, IDX_FILES, SAMPLE_PATH
@@ -149,13 +150,13 @@ def test_idx_roundtrip_and_corrupt_file(tmp_path):
     assert np.array_equal(read_idx(write_idx(tmp_path / "a-idx3-ubyte.gz", a)), a)
     assert np.array_equal(read_idx(write_idx(tmp_path / "a-idx3-ubyte", a)), a)
     (tmp_path / "bad.gz").write_bytes(b"not gzip")
-    with pytest.raises(ValueError, match="Cannot read the idx file .*bad.gz"):
+    with pytest.raises(InputError, match="Cannot read the idx file .*bad.gz"):
         read_idx(tmp_path / "bad.gz")
     (tmp_path / "trunc").write_bytes((tmp_path / "a-idx3-ubyte").read_bytes()[:-7])
-    with pytest.raises(ValueError, match="truncated or corrupt"):
+    with pytest.raises(InputError, match="truncated or corrupt"):
         read_idx(tmp_path / "trunc")
     (tmp_path / "noidx").write_bytes(b"\x01\x02\x03\x04abc")
-    with pytest.raises(ValueError, match="is not an idx file"):
+    with pytest.raises(InputError, match="is not an idx file"):
         read_idx(tmp_path / "noidx")
 
 
@@ -176,7 +177,7 @@ def test_mnist_from_env_dir_and_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("KERASCNN_DATA_DIR", str(tmp_path / "empty"))
     (tmp_path / "empty").mkdir()
     start = time.monotonic()
-    with pytest.raises(ValueError, match=r"Dataset 'mnist' is not on this machine and "
+    with pytest.raises(InputError, match=r"Dataset 'mnist' is not on this machine and "
                                          r"download=False.*pass --download"):
         load_dataset("mnist")
     assert time.monotonic() - start < 10
@@ -265,7 +266,7 @@ def test_folder_grayscale_detected_and_train_test_layout(tmp_path, make_image_fo
 def test_folder_mixed_sizes_need_image_size(tmp_path, make_image_folder):
     root = make_image_folder(tmp_path / "m", classes=("a", "b"), per_class=4)
     make_image_folder(root, classes=("b",), per_class=2, size=(20, 16))  # overwrites 2 of b
-    with pytest.raises(ValueError, match=r"have 2 different sizes .*pass image_size"):
+    with pytest.raises(InputError, match=r"have 2 different sizes .*pass image_size"):
         load_dataset(root)
     bundle = load_dataset(root, image_size=(9, 9), validation_split=0.0)
     assert bundle.input_shape == (9, 9, 3) and bundle.image_size == (9, 9)
@@ -277,27 +278,27 @@ def test_folder_mixed_sizes_need_image_size(tmp_path, make_image_folder):
 def test_folder_bad_inputs(tmp_path, make_image_folder):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="has no class subfolders"):
+    with pytest.raises(InputError, match="has no class subfolders"):
         load_dataset(empty)
     loose = tmp_path / "loose"
     make_image_folder(loose, classes=("x",), per_class=2)
     for p in (loose / "x").iterdir():
         p.rename(loose / p.name)
     (loose / "x").rmdir()
-    with pytest.raises(ValueError, match="holds 2 images directly: move them into one subfolder"):
+    with pytest.raises(InputError, match="holds 2 images directly: move them into one subfolder"):
         load_dataset(loose)
     root = make_image_folder(tmp_path / "r", classes=("a", "b"), per_class=3)
     (root / "c").mkdir()
     (root / "c" / "readme.md").write_text("x")
-    with pytest.raises(ValueError, match=r"class folder '.*/c' holds no images"):
+    with pytest.raises(InputError, match=r"class folder '.*/c' holds no images"):
         load_dataset(root)
     (root / "c" / "readme.md").unlink()
     (root / "c").rmdir()
     (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
-    with pytest.raises(ValueError, match=r"Cannot read the image '.*b/broken.png'"):
+    with pytest.raises(InputError, match=r"Could not read image '.*b/broken.png'"):
         load_dataset(root)
     one = make_image_folder(tmp_path / "one", classes=("a",), per_class=3)
-    with pytest.raises(ValueError, match="at least 2 class subfolders"):
+    with pytest.raises(InputError, match="at least 2 class subfolders"):
         load_dataset(one)
 
 
@@ -356,7 +357,7 @@ def test_builtin_from_a_prepared_tfds_copy(tmp_path, monkeypatch):
 
 def test_tfds_unprepared_fails_fast(tmp_path):
     start = time.monotonic()
-    with pytest.raises(ValueError, match=r"'mnist' is not prepared in .*tfds build mnist "
+    with pytest.raises(InputError, match=r"'mnist' is not prepared in .*tfds build mnist "
                                          r"--data_dir DIR.*or pass --download"):
         load_dataset("tfds:mnist", data_dir=tmp_path)
     assert time.monotonic() - start < 10
@@ -369,7 +370,7 @@ def test_tfds_bad_names():
         ("tfds:mnsit", r"Unknown tensorflow-datasets dataset 'mnsit'. Did you mean 'mnist'"),
         ("tfds:mnist:nosuchconfig", r"cannot make 'mnist' with config 'nosuchconfig'"),
     ]:
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(InputError, match=match):
             load_dataset(source)
 
 
@@ -410,12 +411,12 @@ def test_preprocessing_bad_input(tmp_path):
     np.savez(tmp_path / "sig.npz", x=RNG.normal(size=(20, 30, 1)).astype("float32"),
              y=_labels(20, 2))
     sig = load_dataset(tmp_path / "sig.npz")
-    with pytest.raises(ValueError, match=r"augmentation applies to images only.*Received: "
+    with pytest.raises(InputError, match=r"augmentation applies to images only.*Received: "
                                          r"augmentation=\['flip'\]"):
         preprocessing_layers(sig, augmentation=["flip"])
-    with pytest.raises(ValueError, match="image_size applies to images only"):
+    with pytest.raises(InputError, match="image_size applies to images only"):
         network_input_shape(sig, 16)
-    with pytest.raises(ValueError, match="Unknown augmentation 'flop'"):
+    with pytest.raises(InputError, match="Unknown augmentation 'flop'"):
         preprocessing_layers(load_dataset(), augmentation=["flop"])
 
 
@@ -459,17 +460,17 @@ def test_npz_bad_inputs(bad_npz, tmp_path):
         (bad_npz("str.npz", x=np.array(["a"] * 10), y=_labels(10, 2)), r"must be numbers"),
     ]
     for path, match in cases:
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(InputError, match=match):
             load_dataset(path)
     np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "pickle.npz", "w") as z:
         z.write(tmp_path / "pickled.npy", "x.npy")
-    with pytest.raises(ValueError, match="without pickle"):
+    with pytest.raises(InputError, match="without pickle"):
         load_dataset(tmp_path / "pickle.npz")
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="is not a readable .npz file"):
+    with pytest.raises(InputError, match="is not a readable .npz file"):
         load_dataset(tmp_path / "junk.npz")
 
 
@@ -496,25 +497,25 @@ BAD_ARGUMENTS = [
 def test_load_dataset_bad_arguments():
     # one test for all cases: each is refused before anything is read
     for kwargs, match in BAD_ARGUMENTS:
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(InputError, match=match):
             load_dataset(**kwargs)
 
 
 def test_other_files_and_data_dir_file(tmp_path):
     (tmp_path / "a.csv").write_text("1,2")
-    with pytest.raises(ValueError, match=r"A dataset file must be an .npz"):
+    with pytest.raises(InputError, match=r"A dataset file must be an .npz"):
         load_dataset(tmp_path / "a.csv")
-    with pytest.raises(ValueError, match=r"is a file, not a folder"):
+    with pytest.raises(InputError, match=r"is a file, not a folder"):
         load_dataset(data_dir=tmp_path / "a.csv")
-    with pytest.raises(ValueError, match=r"does not exist or is not a folder"):
+    with pytest.raises(InputError, match=r"does not exist or is not a folder"):
         list_datasets(tmp_path / "nope")
 
 
 def test_arrays_bad_split():
     bundle = load_dataset()
-    with pytest.raises(ValueError, match="split must be one of train, validation, test"):
+    with pytest.raises(InputError, match="split must be one of train, validation, test"):
         bundle.arrays("val")
-    with pytest.raises(ValueError, match="limit must be an int >= 0"):
+    with pytest.raises(InputError, match="limit must be an int >= 0"):
         bundle.arrays("train", limit=-1)
 
 
@@ -564,10 +565,43 @@ def test_import_does_not_load_tensorflow():
     import sys
 
     code = ("import sys, kerascnn.data, kerascnn.cli.data; "
+            "from kerascnn.data import DatasetBundle, list_datasets, network_input_shape; "
+            "list_datasets(); "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ})
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_bundle_made_by_hand_from_tf_data(make_images):
+    """A DatasetBundle from three tf.data pipelines: the fields it lacks are derived."""
+    import tensorflow as tf
+
+    from kerascnn.data import as_bundle
+
+    x, y = make_images(40, size=12, classes=2)
+
+    def ds(a, b):
+        return tf.data.Dataset.from_tensor_slices((a, b)).batch(8)
+
+    bundle = DatasetBundle(ds(x[:24], y[:24]), ds(x[24:32], y[24:32]), ds(x[32:], y[32:]),
+                           [12, 12, 1], 2, ["a", "b"], 24, 8, 8)
+    assert (bundle.kind, bundle.dtype, bundle.batch_size) == ("image", "uint8", None)
+    assert bundle.input_shape == (12, 12, 1) and bundle.class_names == ("a", "b")
+    assert bundle.validation_split == pytest.approx(0.25)
+    xs, ys = bundle.arrays("validation")
+    assert np.array_equal(xs, x[24:32]) and np.array_equal(ys, y[24:32])
+    assert bundle.arrays("train", limit=5)[0].shape == (5, 12, 12, 1)
+    assert bundle.class_counts()["test"] == np.bincount(y[32:], minlength=2).tolist()
+    assert as_bundle(bundle) is bundle
+    layers = preprocessing_layers(bundle, normalize=True)
+    assert [layer.name for layer in layers] == ["rescaling", "normalization"]
+    floats = DatasetBundle(ds(x.astype("float32"), y), None, ds(x.astype("float32"), y),
+                           (12, 12, 1), 2, ("a", "b"), 40, 0, 40)
+    assert floats.dtype == "float32" and floats.validation_split == 0.0
+    assert floats.arrays("validation")[0].shape == (0, 12, 12, 1)
+    with pytest.raises(InputError, match=r"rank 2 \(signals\), 3 \(images\) or 4"):
+        DatasetBundle(None, None, None, (5,), 2, ("a", "b"), 1, 0, 1)
 
 
 def test_download_only_when_asked(tmp_path, monkeypatch):
@@ -589,7 +623,7 @@ def test_download_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    with pytest.raises(ValueError, match="not on this machine and download=False"):
+    with pytest.raises(InputError, match="not on this machine and download=False"):
         load_dataset("mnist", data_dir=data_dir)
     assert calls == []
     bundle = load_dataset("mnist", data_dir=data_dir, download=True)
@@ -609,7 +643,7 @@ def test_as_bundle_passes_bundles_through_and_loads_names(gray_npz, tiny_bundle)
     assert bundle.num_classes == 4 and bundle.input_shape == (28, 28, 1)
     assert bundle.fingerprint == load_dataset(str(gray_npz)).fingerprint
     assert as_bundle(tiny_bundle) is tiny_bundle
-    with pytest.raises(TypeError, match=r"dataset name or path.*Received: int"):
+    with pytest.raises(InputError, match=r"dataset name or path.*Received: int"):
         as_bundle(42)
 
 

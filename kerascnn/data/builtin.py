@@ -14,17 +14,21 @@
      default folder);
   5. a download into ``<data_dir or $KERASCNN_DATA_DIR or ~/.keras/datasets>/<name>/``,
      only when ``download=True``.
+
+Pure: this module reads the file system only (no TensorFlow, no
+tensorflow-datasets), so `kerascnn datasets` lists the built-ins in a blink;
+the loaders are in `kerascnn.data.sources`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from kerascnn.checks import InputError, received
 
 ENV_DATA_DIR = "KERASCNN_DATA_DIR"
 SAMPLE_PATH = Path(__file__).with_name("fashion_mnist_sample.npz")
@@ -32,6 +36,7 @@ SAMPLE_PATH = Path(__file__).with_name("fashion_mnist_sample.npz")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")
 MNIST_CLASSES = tuple(str(i) for i in range(10))
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
 
 # array name -> idx file name (the names both datasets use)
 IDX_FILES = {
@@ -128,29 +133,28 @@ def search_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
     return dirs
 
 
-def tfds_builder_if_prepared(tfds_name: str, data_dir: str | os.PathLike | None,
-                             config: str | None = None):
-    """A tensorflow-datasets builder if the dataset is prepared, else None.
+def _version_key(folder: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in folder.name.split("."))
+
+
+def tfds_prepared_dir(tfds_name: str, data_dir: str | os.PathLike | None) -> Path | None:
+    """The folder of a prepared tensorflow-datasets copy of `tfds_name`, or None.
 
     Looks in `data_dir` (if given) and then in TFDS's default data folder
-    (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`). Never downloads, never
-    retries: it only checks for the dataset's folder and `dataset_info.json`.
+    (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`) for the layout `tfds build`
+    writes, `<folder>/<name>/<version>/dataset_info.json`, and returns the
+    newest version's folder. Only the file system is read (no
+    tensorflow-datasets import, never a download); the loader opens the copy
+    with tensorflow-datasets and refuses it there if it is unusable.
     """
-    candidates = [str(data_dir)] if data_dir else []
-    # TFDS's default folder
-    candidates.append(os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets"))
+    candidates = [Path(data_dir)] if data_dir else []
+    candidates.append(Path(os.environ.get("TFDS_DATA_DIR")
+                           or Path.home() / "tensorflow_datasets"))
     for directory in candidates:
-        if not (Path(directory) / tfds_name).is_dir():
-            continue  # nothing there: no need to import tensorflow-datasets
-        import tensorflow_datasets as tfds
-
-        try:
-            builder = tfds.builder(tfds_name, config=config, data_dir=directory, try_gcs=False)
-        except Exception as e:  # noqa: BLE001 - tfds raises many kinds; absence is what matters
-            logger.debug("tfds.builder(%r, data_dir=%r) failed: %s", tfds_name, directory, e)
-            continue
-        if builder.is_prepared():
-            return builder
+        versions = [v for v in (directory / tfds_name).glob("*.*.*")
+                    if _VERSION.fullmatch(v.name) and (v / "dataset_info.json").is_file()]
+        if versions:
+            return max(versions, key=_version_key)
     return None
 
 
@@ -164,9 +168,9 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *,
         if _idx_dir(folder):
             return Location("idx", str(folder), True)
     if check_tfds and builtin.tfds_name:
-        builder = tfds_builder_if_prepared(builtin.tfds_name, data_dir)
-        if builder is not None:
-            return Location("tfds", str(builder.data_dir), True)
+        prepared = tfds_prepared_dir(builtin.tfds_name, data_dir)
+        if prepared is not None:
+            return Location("tfds", str(prepared), True)
     if builtin.url:
         return Location("download", builtin.url, False)
     return Location("missing", "not found", False)
@@ -175,20 +179,6 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, *,
 def download_root(data_dir: str | os.PathLike | None) -> Path:
     root = data_dir or os.environ.get(ENV_DATA_DIR)
     return Path(root) if root else Path.home() / ".keras" / "datasets"
-
-
-def download(name: str, data_dir: str | os.PathLike | None) -> Path:
-    """Download the idx files of `name` (checked by MD5) and return their folder."""
-    import keras
-
-    builtin = BUILTINS[name]
-    root = download_root(data_dir)
-    md5 = dict(builtin.md5)
-    for fname in IDX_FILES.values():
-        logger.info("Downloading %s%s", builtin.url, fname)
-        keras.utils.get_file(fname, origin=builtin.url + fname, file_hash=md5.get(fname),
-                             hash_algorithm="md5", cache_dir=str(root), cache_subdir=name)
-    return root / name
 
 
 def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -205,9 +195,9 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict[str, A
         `available` (readable offline now), `size_bytes` (of the files found, or None).
     """
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
-        raise ValueError(f"The data folder {str(data_dir)!r} does not exist or is not a folder; "
-                         f"pass an existing folder as --data-dir. Received: "
-                         f"data_dir={str(data_dir)!r}")
+        raise InputError(f"The data folder {str(data_dir)!r} does not exist or is not a folder; "
+                         f"pass an existing folder as --data-dir. "
+                         f"{received('data_dir', str(data_dir))}")
     data_dir = Path(data_dir).expanduser() if data_dir is not None else None
     rows = []
     for name, builtin in BUILTINS.items():

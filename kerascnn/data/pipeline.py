@@ -17,15 +17,17 @@ import hashlib
 import logging
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from kerascnn import runtime
+from kerascnn.checks import InputError, check_image_size, is_int, received
 from kerascnn.data import builtin as _builtin
 from kerascnn.data import sources as _sources
+from kerascnn.data.bundle import SPLITS, DatasetBundle, stratified_split
 
 logger = logging.getLogger(__name__)
 
@@ -33,167 +35,40 @@ TEST_SPLIT = 0.2  # fraction carved out as the test split when a source has none
 TEST_SEED = 0  # the carved test split never depends on `seed`
 CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded examples above this are not cached in memory
 SHUFFLE_BUFFER_BYTES = 256 * 1024**2
-SPLITS = ("train", "validation", "test")
-
-
-@dataclass(eq=False)
-class DatasetBundle:
-    """A dataset split three ways, batched and ready for `model.fit`.
-
-    Attributes:
-        train: `tf.data.Dataset` of `(x, y)` batches, shuffled every epoch by seed.
-        validation: `tf.data.Dataset` of batches, or None when `validation_split=0`.
-        test: `tf.data.Dataset` of batches; for the final report only, never for
-            model selection.
-        input_shape: tuple, raw shape of one `x` (what a saved model takes).
-        num_classes: int.
-        class_names: tuple of str, one per class id.
-        num_train, num_validation, num_test: int, examples per split.
-        fingerprint: str, the same data, split and seed give the same string.
-        source: str, what was asked for (name, path, `tfds:NAME`).
-        image_size: `(height, width)` the network sees, or None for the raw size.
-        kind: `"image"`, `"signal"` (1D) or `"volume"` (3D).
-        dtype: `"uint8"` (pixels, rescaled inside the model) or `"float32"`.
-        location: str, where the data was read from.
-        value_range: `(min, max)` of float training data, or None for uint8 pixels.
-    """
-
-    train: Any = field(repr=False)
-    validation: Any = field(repr=False)
-    test: Any = field(repr=False)
-    input_shape: tuple[int, ...]
-    num_classes: int
-    class_names: tuple[str, ...]
-    num_train: int
-    num_validation: int
-    num_test: int
-    fingerprint: str
-    source: str
-    image_size: tuple[int, int] | None
-    kind: str
-    dtype: str
-    location: str
-    batch_size: int
-    seed: int
-    validation_split: float
-    value_range: tuple[float, float] | None = None
-    _pools: dict = field(default_factory=dict, repr=False)
-
-    def arrays(self, split: str = "train", limit: int | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """The examples of one split as numpy arrays `(x, y)`, unbatched, unshuffled.
-
-        Array sources (built-ins, `.npz`) return views of the arrays in memory at
-        no cost. Folder and tensorflow-datasets sources decode their examples, so
-        pass `limit` when a sample is enough.
-
-        Args:
-            split: `"train"`, `"validation"` or `"test"`. Defaults to `"train"`.
-            limit: int or None, at most this many examples (the split is in random
-                order, so the first ones are a random sample). Defaults to None (all).
-
-        Returns:
-            `(x, y)`: x raw values (uint8 pixels or float32), y int32 class ids.
-        """
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}. Received: "
-                             f"split={split!r}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 0):
-            raise ValueError(f"limit must be an int >= 0 or None. Received: limit={limit!r}")
-        pool = self._pools.get(split)
-        if pool is None:
-            return (np.zeros((0, *self.input_shape), dtype=self.dtype),
-                    np.zeros((0,), dtype=np.int32))
-        return pool.arrays(limit)
-
-    def class_counts(self) -> dict[str, list[int]]:
-        """Examples per class id in each split (from the labels, no decoding)."""
-        return {split: np.bincount(pool.labels, minlength=self.num_classes).tolist()
-                for split, pool in self._pools.items() if pool is not None}
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able summary (for manifests and `kerascnn datasets`)."""
-        return {
-            "source": self.source, "location": self.location, "fingerprint": self.fingerprint,
-            "kind": self.kind, "dtype": self.dtype, "input_shape": list(self.input_shape),
-            "image_size": list(self.image_size) if self.image_size else None,
-            "num_classes": self.num_classes, "class_names": list(self.class_names),
-            "num_train": self.num_train, "num_validation": self.num_validation,
-            "num_test": self.num_test, "validation_split": self.validation_split,
-            "seed": self.seed, "batch_size": self.batch_size,
-            "class_counts": self.class_counts(),
-        }
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions `0..len(labels)-1` into (kept, held out), class by class.
-
-    Each class gives `round(fraction * its count)` examples to the held-out part,
-    chosen by `seed`; both parts come back in a seeded random order.
-    """
-    rng = np.random.default_rng(seed)
-    kept, held = [], []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        k = int(round(fraction * len(members)))
-        held.append(members[:k])
-        kept.append(members[k:])
-    kept_idx = rng.permutation(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
-    held_idx = rng.permutation(np.concatenate(held)) if held else np.zeros(0, np.int64)
-    return kept_idx, held_idx
 
 
 # ---------------------------------------------------------------------------- arguments
 
 
-def _check_image_size(image_size: Any) -> tuple[int, int] | None:
-    if image_size is None:
-        return None
-    if isinstance(image_size, int) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    try:
-        size = tuple(image_size)
-    except TypeError:
-        size = ()
-    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                 and v >= 1 for v in size):
-        raise ValueError(f"image_size must be (height, width) of positive integers, or one "
-                         f"integer for a square. Received: image_size={image_size!r}")
-    return int(size[0]), int(size[1])
-
-
 def _check_args(validation_split, image_size, color_mode, batch_size, data_dir, seed):
     if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
             or not math.isfinite(validation_split) or not 0 <= validation_split < 1:
-        raise ValueError(f"validation_split must be a fraction in [0, 1). Received: "
-                         f"validation_split={validation_split!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: "
-                         f"batch_size={batch_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0. Received: seed={seed!r}")
-    if color_mode is not None and color_mode not in _sources.COLOR_MODES:
-        raise ValueError(f"color_mode must be one of {', '.join(_sources.COLOR_MODES)} or "
-                         f"None. Received: color_mode={color_mode!r}")
+        raise InputError(f"validation_split must be a fraction in [0, 1). "
+                         f"{received('validation_split', validation_split)}")
+    if not is_int(batch_size) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer. "
+                         f"{received('batch_size', batch_size)}")
+    if not is_int(seed) or seed < 0:
+        raise InputError(f"seed must be an integer >= 0. {received('seed', seed)}")
+    if color_mode is not None and color_mode not in tuple(_sources.COLOR_MODES):
+        raise InputError(f"color_mode must be one of {', '.join(_sources.COLOR_MODES)} or "
+                         f"None. {received('color_mode', color_mode)}")
     if data_dir is not None:
         path = Path(data_dir).expanduser()
         if not path.is_dir():
             what = "is a file, not a folder" if path.exists() else "does not exist"
-            raise ValueError(f"The data folder {str(data_dir)!r} {what}; pass an existing "
+            raise InputError(f"The data folder {str(data_dir)!r} {what}; pass an existing "
                              f"folder as --data-dir (or leave it out). Received: "
                              f"data_dir={str(data_dir)!r}")
         data_dir = path
-    return float(validation_split), _check_image_size(image_size), int(batch_size), \
+    return float(validation_split), check_image_size(image_size), int(batch_size), \
         data_dir, int(seed)
 
 
 def _read_source(source: Any, *, data_dir, download, image_size, color_mode
                  ) -> tuple[_sources.RawData, str]:
     if not isinstance(source, (str, os.PathLike)):
-        raise ValueError(f"source must be a dataset name, tfds:NAME, a folder or an .npz file. "
+        raise InputError(f"source must be a dataset name, tfds:NAME, a folder or an .npz file. "
                          f"Received: source={source!r}")
     text = os.fspath(source)
     if isinstance(source, str) and text.startswith(_sources.TFDS_PREFIX):
@@ -207,23 +82,21 @@ def _read_source(source: Any, *, data_dir, download, image_size, color_mode
         return _sources.load_folder(path, image_size=image_size, color_mode=color_mode), text
     if path.is_file():
         if path.suffix.lower() != ".npz":
-            raise ValueError(f"A dataset file must be an .npz (keras.datasets layout or x, y); "
+            raise InputError(f"A dataset file must be an .npz (keras.datasets layout or x, y); "
                              f"for images use a folder of class subfolders. Received: "
                              f"source={text!r}")
         return _sources.convert_color(_sources.load_npz(path), color_mode), text
     names = list(_builtin.BUILTINS)
     if os.sep in text or "/" in text or path.suffix or text.startswith((".", "~")):
-        raise ValueError(f"The dataset path {text!r} does not exist; pass an existing folder of "
+        raise InputError(f"The dataset path {text!r} does not exist; pass an existing folder of "
                          f"class subfolders or an .npz file, or one of the names "
                          f"{', '.join(names)}. Received: source={text!r}")
-    raise ValueError(f"Unknown dataset {text!r}; allowed: {', '.join(names)}, tfds:NAME[:CONFIG], "
+    raise InputError(f"Unknown dataset {text!r}; allowed: {', '.join(names)}, tfds:NAME[:CONFIG], "
                      f"a folder of class subfolders or an .npz file.{_sources.suggest(text, names)}"
                      f" Received: source={text!r}")
 
 
 def _pipeline(pool, *, training: bool, batch_size: int, seed: int, example_bytes: int):
-    import tensorflow as tf
-
     n = len(pool)
     ds = pool.dataset()  # map: decode / convert / resize (parallel, AUTOTUNE)
     if pool.needs_cache:
@@ -303,7 +176,7 @@ def load_dataset(
         A `DatasetBundle`.
 
     Raises:
-        ValueError: for an unknown name (close names are suggested), a missing
+        InputError: for an unknown name (close names are suggested), a missing
             path or `data_dir`, an unprepared tfds dataset, an empty folder or
             class folder, an unreadable image (named), images of mixed sizes
             without `image_size`, an `.npz` without the expected arrays, x/y
@@ -319,7 +192,7 @@ def load_dataset(
     raw, label = _read_source(source, data_dir=data_dir, download=download,
                               image_size=image_size, color_mode=color_mode)
     if image_size is not None and raw.kind != "image":
-        raise ValueError(f"image_size applies to images only; this {raw.kind} data has shape "
+        raise InputError(f"image_size applies to images only; this {raw.kind} data has shape "
                          f"{raw.input_shape}. Received: image_size={image_size!r}")
 
     train_pool, test_pool = raw.train, raw.test
@@ -330,7 +203,7 @@ def load_dataset(
     val_pool = train_pool.subset(held) if len(held) else None
     train_pool = train_pool.subset(keep)
     if len(train_pool) == 0 or len(test_pool) == 0:
-        raise ValueError(f"{label!r} is too small to split: {len(train_pool)} training and "
+        raise InputError(f"{label!r} is too small to split: {len(train_pool)} training and "
                          f"{len(test_pool)} test examples are left; a dataset needs at least "
                          f"one of each. Received: {len(raw.train)} examples, "
                          f"validation_split={validation_split}")
@@ -364,12 +237,13 @@ def as_bundle(dataset: Any, **options: Any) -> "DatasetBundle":
     `DatasetBundle` (`train`, `lr_find`, `finetune`).
 
     Raises:
-        TypeError: `dataset` is neither.
+        InputError: `dataset` is neither, or `load_dataset` refuses it.
     """
     if isinstance(dataset, (str, os.PathLike)):
         return load_dataset(str(dataset), **options)
-    if hasattr(dataset, "train") and hasattr(dataset, "num_classes"):
+    if isinstance(dataset, DatasetBundle):
         return dataset
-    raise TypeError("dataset must be a dataset name or path, or a DatasetBundle from "
-                    f"kerascnn.load_dataset. Received: {type(dataset).__name__}")
+    raise InputError("dataset must be a dataset name or path, or a DatasetBundle (from "
+                     f"kerascnn.load_dataset or made from tf.data pipelines). "
+                     f"Received: {type(dataset).__name__}")
 

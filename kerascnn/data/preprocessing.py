@@ -6,49 +6,91 @@ does its own preprocessing at inference:
 
 1. `Rescaling(1/255)` for uint8 pixels (float signals and volumes are left as they are);
 2. `Resizing(height, width)` when the size the network sees differs from the raw size;
-3. the augmentation layers (`kerascnn.augment`; active only in training);
+3. the augmentation layers (`augmentation_layers`, from the named list that
+   `kerascnn.augment` checks; active only in training);
 4. `Normalization` adapted on the training split, when `normalize=True`
    (after augmentation, so contrast works on [0, 1] pixels and padding is black).
+
+`network_input_shape` (in `kerascnn.data.bundle`, re-exported here) is the
+shape those layers hand to the CNN body.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from kerascnn.data.pipeline import _check_image_size
+import keras
+import tensorflow as tf
+
+from kerascnn.augment import check_strength, scaled_factor, validate_augmentation
+from kerascnn.checks import InputError, received
+from kerascnn.data.bundle import DatasetBundle, network_input_shape, target_size
+
+__all__ = ["ADAPT_MAX_EXAMPLES", "augmentation_layers", "network_input_shape",
+           "preprocessing_layers"]
 
 ADAPT_MAX_EXAMPLES = 20000  # Normalization statistics from at most this many training examples
 
 
-def _target_size(bundle, image_size) -> tuple[int, int] | None:
-    size = _check_image_size(image_size) if image_size is not None else bundle.image_size
-    if size is not None and bundle.kind != "image":
-        raise ValueError(f"image_size applies to images only; this {bundle.kind} data has "
-                         f"shape {bundle.input_shape}. Received: image_size={image_size!r}")
-    return size
+def augmentation_layers(config: Any, strength: float = 1.0, *, seed: int | None = None,
+                        value_range: tuple[float, float] = (0.0, 1.0)) -> list:
+    """Keras preprocessing layers for an augmentation list (see `kerascnn.augment`).
 
-
-def network_input_shape(bundle, image_size: int | Sequence[int] | None = None
-                        ) -> tuple[int, ...]:
-    """The shape the CNN body sees after `preprocessing_layers(bundle, image_size=...)`.
+    The layers expect images (batch, height, width, channels) with values in any
+    range and are active only in training. (Formerly
+    `kerascnn.augment.augmentation_layers`; that module now only checks lists.)
 
     Args:
-        bundle: a `DatasetBundle`.
-        image_size: int, `(height, width)` or None. Defaults to None
-            (`bundle.image_size`, else the raw size).
+        config: an augmentation list as accepted by
+            `kerascnn.augment.validate_augmentation`.
+        strength: float >= 0 that multiplies every `factor` (capped at the
+            largest factor each layer accepts); 0 returns no layers.
+            Defaults to 1.0.
+        seed: int or None, the seed of each random layer (offset per layer).
+            Defaults to None (Keras's global seed).
+        value_range: `(min, max)` of the values the layers receive; `contrast`
+            clips to it. Defaults to `(0.0, 1.0)` (pixels after `Rescaling(1/255)`).
 
     Returns:
-        `bundle.input_shape` with height and width replaced by the image size:
-        use it as the spec's `input_shape`.
+        A list of Keras layers named `augment_<name>`.
+
+    Raises:
+        InputError: for a bad `config` or a negative `strength`.
     """
-    size = _target_size(bundle, image_size)
-    if size is None:
-        return tuple(bundle.input_shape)
-    return (*size, bundle.input_shape[-1])
+    entries = validate_augmentation(config)
+    strength = check_strength(strength)
+    if not entries or strength == 0:
+        return []
+    layers = []
+    for i, entry in enumerate(entries):
+        name = entry["name"]
+        s = None if seed is None else seed + i
+        layer_name = f"augment_{name}"
+        if name == "flip":
+            layers.append(keras.layers.RandomFlip(entry["mode"], seed=s, name=layer_name))
+            continue
+        factor = scaled_factor(entry, strength)
+        if name == "translation":
+            layers.append(keras.layers.RandomTranslation(
+                factor, factor, fill_mode="reflect", seed=s, name=layer_name))
+        elif name == "rotation":
+            layers.append(keras.layers.RandomRotation(
+                factor, fill_mode="reflect", seed=s, name=layer_name))
+        elif name == "zoom":
+            layers.append(keras.layers.RandomZoom(
+                factor, factor, fill_mode="reflect", seed=s, name=layer_name))
+        elif name == "contrast":
+            layers.append(keras.layers.RandomContrast(
+                factor, value_range=tuple(value_range), seed=s, name=layer_name))
+        elif name == "crop":
+            layers.append(keras.layers.RandomTranslation(
+                factor, factor, fill_mode="constant", fill_value=0.0, interpolation="nearest",
+                seed=s, name=layer_name))
+    return layers
 
 
 def preprocessing_layers(
-    bundle,
+    bundle: DatasetBundle,
     *,
     image_size: int | Sequence[int] | None = None,
     normalize: bool = False,
@@ -80,19 +122,15 @@ def preprocessing_layers(
         `augment_<name>`, `normalization`.
 
     Raises:
-        ValueError: for image sizes or augmentation on signals/volumes, or a bad
+        InputError: for image sizes or augmentation on signals/volumes, or a bad
             augmentation list.
     """
-    from kerascnn.augment import augmentation_layers, validate_augmentation
-
-    size = _target_size(bundle, image_size)
+    size = target_size(bundle, image_size)
     entries = validate_augmentation(augmentation)
     if entries and bundle.kind != "image":
-        raise ValueError(f"augmentation applies to images only; this {bundle.kind} data has "
-                         f"shape {bundle.input_shape}. Received: augmentation="
-                         f"{[e['name'] for e in entries]!r}")
-    import keras
-
+        raise InputError(f"augmentation applies to images only; this {bundle.kind} data has "
+                         f"shape {bundle.input_shape}. "
+                         f"{received('augmentation', [e['name'] for e in entries])}")
     layers: list = []
     scale = 1.0
     if bundle.dtype == "uint8":
@@ -106,12 +144,13 @@ def preprocessing_layers(
     layers += augmentation_layers(entries, augmentation_strength, seed=seed,
                                   value_range=value_range)
     if normalize:
-        import tensorflow as tf
-
         norm = keras.layers.Normalization(axis=-1, name="normalization")
-        batches = max(1, -(-ADAPT_MAX_EXAMPLES // bundle.batch_size))
-        xs = bundle.train.take(batches).map(lambda x, y: tf.cast(x, tf.float32) * scale,
-                                            num_parallel_calls=tf.data.AUTOTUNE)
+        train = bundle.train
+        if bundle.batch_size is None:  # a bundle made by hand: batches of unknown size
+            train = train.unbatch().batch(256)
+        batches = max(1, -(-ADAPT_MAX_EXAMPLES // (bundle.batch_size or 256)))
+        xs = train.take(batches).map(lambda x, y: tf.cast(x, tf.float32) * scale,
+                                     num_parallel_calls=tf.data.AUTOTUNE)
         norm.adapt(xs)
         layers.append(norm)
     return layers

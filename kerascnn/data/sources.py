@@ -3,14 +3,8 @@
 Each loader checks its input completely before any training can start and
 returns a `RawData`: a training pool, a test pool (or None: then the pipeline
 carves the test split out of the training pool), class names, the raw shape
-of one example and an identity string for the fingerprint.
-
-A *pool* is a set of examples that can be cut by index (for the stratified
-splits) and turned into an unbatched `tf.data.Dataset` of `(x, y)`:
-
-* `ArrayPool`: numpy arrays in memory (built-ins, `.npz`).
-* `FilePool`: image files decoded on the fly (folders of class subfolders).
-* `TfdsPool`: a split of a prepared tensorflow-datasets dataset.
+of one example and an identity string for the fingerprint. Pools are in
+`kerascnn.data.pools`. Everything a loader refuses raises `InputError`.
 """
 
 from __future__ import annotations
@@ -19,14 +13,20 @@ import difflib
 import hashlib
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import keras
 import numpy as np
+import tensorflow_datasets as tfds
 
+from kerascnn.checks import InputError, received
 from kerascnn.data import builtin as _builtin
 from kerascnn.data.idx import read_idx
+from kerascnn.data.pools import ArrayPool, FilePool, TfdsPool
+from kerascnn.images import check_image
 
 logger = logging.getLogger(__name__)
 
@@ -34,169 +34,6 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 COLOR_MODES = {"grayscale": 1, "rgb": 3, "rgba": 4}
 TFDS_PREFIX = "tfds:"
-
-
-# ---------------------------------------------------------------------------- pools
-
-
-@dataclass
-class ArrayPool:
-    """Examples held in numpy arrays."""
-
-    x: np.ndarray
-    y: np.ndarray
-    needs_cache = False
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, index: np.ndarray) -> "ArrayPool":
-        return ArrayPool(self.x[index], self.y[index])
-
-    def dataset(self):
-        import tensorflow as tf
-
-        return tf.data.Dataset.from_tensor_slices((self.x, self.y))
-
-    def arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return self.x[:limit], self.y[:limit]
-
-
-@dataclass
-class FilePool:
-    """Image files decoded (and resized if `image_size`) in the pipeline's map step."""
-
-    paths: np.ndarray
-    y: np.ndarray
-    channels: int
-    image_size: tuple[int, int] | None = None  # resize while loading (mixed sizes)
-    shape: tuple[int, int] | None = None  # the one (height, width) of every file, if known
-    needs_cache = True
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, index: np.ndarray) -> "FilePool":
-        return FilePool(self.paths[index], self.y[index], self.channels, self.image_size,
-                        self.shape)
-
-    def dataset(self):
-        import tensorflow as tf
-
-        channels, size = self.channels, self.image_size
-        static = tuple(size or self.shape or (None, None))
-
-        def load(path, label):
-            image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                                       expand_animations=False)
-            if size is not None:
-                image = _resize_uint8(image, size)
-            image.set_shape((*static, channels))
-            return image, label
-
-        ds = tf.data.Dataset.from_tensor_slices((self.paths, self.y))
-        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return _collect(self.dataset(), limit)
-
-
-@dataclass
-class TfdsPool:
-    """A split of a prepared tensorflow-datasets dataset, optionally cut by index."""
-
-    builder: Any
-    split: str
-    image_key: str
-    label_key: str
-    y: np.ndarray  # labels in the split's order (read once, images not decoded)
-    index: np.ndarray | None = None  # kept example positions, ascending; None = all
-    image_size: tuple[int, int] | None = None
-    channels: int | None = None  # convert to this many channels
-    needs_cache = True
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.y if self.index is None else self.y[self.index]
-
-    def __len__(self) -> int:
-        return len(self.y) if self.index is None else len(self.index)
-
-    def subset(self, index: np.ndarray) -> "TfdsPool":
-        base = np.arange(len(self.y)) if self.index is None else self.index
-        return TfdsPool(self.builder, self.split, self.image_key, self.label_key, self.y,
-                        np.sort(base[index]), self.image_size, self.channels)
-
-    def dataset(self):
-        import tensorflow as tf
-
-        ds = self.builder.as_dataset(split=self.split, shuffle_files=False)
-        image_key, label_key = self.image_key, self.label_key
-        if self.index is not None:
-            keep = np.zeros(len(self.y), dtype=bool)
-            keep[self.index] = True
-            keep = tf.constant(keep)
-            ds = ds.enumerate().filter(lambda i, ex: tf.gather(keep, i)).map(lambda i, ex: ex)
-            ds = ds.apply(tf.data.experimental.assert_cardinality(len(self.index)))
-        size, channels = self.image_size, self.channels
-
-        def convert(ex):
-            image = ex[image_key]
-            if image.dtype != tf.uint8:
-                image = tf.cast(image, tf.float32)
-            if channels is not None:
-                image = _convert_channels(image, channels)
-            if size is not None:
-                image = _resize_uint8(image, size)
-            return image, tf.cast(ex[label_key], tf.int32)
-
-        return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-    def arrays(self, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return _collect(self.dataset(), limit)
-
-
-def _resize_uint8(image, size):
-    """Bilinear resize (as image_dataset_from_directory), back to uint8 pixels."""
-    import tensorflow as tf
-
-    resized = tf.image.resize(image, size, method="bilinear")
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-
-def _convert_channels(image, channels: int):
-    import tensorflow as tf
-
-    have = image.shape[-1]
-    if have == channels:
-        return image
-    if have == 1 and channels == 3:
-        return tf.image.grayscale_to_rgb(image)
-    if have in (3, 4) and channels == 1:
-        return tf.image.rgb_to_grayscale(image[..., :3])
-    if have == 4 and channels == 3:
-        return image[..., :3]
-    return image
-
-
-def _collect(ds, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    if limit is not None:
-        ds = ds.take(limit)
-    xs, ys = [], []
-    for x, y in ds.batch(1024).as_numpy_iterator():
-        xs.append(x)
-        ys.append(y)
-    if not xs:
-        return np.zeros((0,)), np.zeros((0,), dtype=np.int32)
-    return np.concatenate(xs), np.concatenate(ys)
 
 
 @dataclass
@@ -243,15 +80,15 @@ def _labels(y: Any, what: str, source: str) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:  # keras.datasets.cifar10 keeps labels as (N, 1)
         y = y[:, 0]
     if y.ndim != 1:
-        raise ValueError(f"{what} must hold one integer class id per example, shape (N,) or "
+        raise InputError(f"{what} must hold one integer class id per example, shape (N,) or "
                          f"(N, 1). Received: {what}.shape={y.shape} in {source}")
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise ValueError(f"{what} must hold integer class ids 0..C-1. Received: "
+            raise InputError(f"{what} must hold integer class ids 0..C-1. Received: "
                              f"non-integer values such as {y[y != np.round(y)][:3].tolist()} "
                              f"in {source}")
     elif y.dtype.kind not in "iub":
-        raise ValueError(f"{what} must hold integer class ids 0..C-1. Received: "
+        raise InputError(f"{what} must hold integer class ids 0..C-1. Received: "
                          f"dtype={y.dtype} in {source}")
     return y.astype(np.int64)
 
@@ -260,13 +97,13 @@ def _examples(x: Any, what: str, source: str) -> np.ndarray:
     """Images (N,H,W,C), signals (N,L,C) or volumes (N,D,H,W,C) as uint8 or float32."""
     x = np.asarray(x)
     if x.dtype.kind not in "uif" or x.dtype.kind == "b":
-        raise ValueError(f"{what} must be numbers (uint8 pixels or floats). Received: "
+        raise InputError(f"{what} must be numbers (uint8 pixels or floats). Received: "
                          f"dtype={x.dtype} in {source}")
     if x.ndim == 3 and x.dtype == np.uint8:
         # keras.datasets.mnist keeps gray images as (N, H, W): add the channel axis
         x = x[..., None]
     if x.ndim not in (3, 4, 5):
-        raise ValueError(
+        raise InputError(
             f"{what} must be images (N, height, width, channels), signals (N, length, "
             f"channels) or volumes (N, depth, height, width, channels); uint8 arrays of rank 3 "
             f"are gray images (N, height, width). Received: {what}.shape={x.shape} in {source}")
@@ -278,7 +115,7 @@ def _examples(x: Any, what: str, source: str) -> np.ndarray:
     elif x.dtype.kind == "f":
         x = x.astype(np.float32, copy=False)
         if not np.all(np.isfinite(x)):
-            raise ValueError(f"{what} holds NaN or infinite values; allowed: finite numbers. "
+            raise InputError(f"{what} holds NaN or infinite values; allowed: finite numbers. "
                              f"Received: {int(np.sum(~np.isfinite(x)))} non-finite values in "
                              f"{source}")
     return x
@@ -296,13 +133,13 @@ def check_arrays(x_train, y_train, x_test, y_test, class_names, source: str) -> 
         pairs.append(("x_test", x_test, "y_test", y_test))
     for xn, x, yn, y in pairs:
         if len(x) != len(y):
-            raise ValueError(f"{xn} and {yn} must have one label per example. Received: "
+            raise InputError(f"{xn} and {yn} must have one label per example. Received: "
                              f"{len(x)} examples and {len(y)} labels in {source}")
         if len(x) == 0:
-            raise ValueError(f"{xn} is empty; a dataset needs examples. Received: "
+            raise InputError(f"{xn} is empty; a dataset needs examples. Received: "
                              f"{xn}.shape={x.shape} in {source}")
     if x_test is not None and x_test.shape[1:] != x_train.shape[1:]:
-        raise ValueError(f"x_train and x_test must have the same example shape. Received: "
+        raise InputError(f"x_train and x_test must have the same example shape. Received: "
                          f"{x_train.shape[1:]} and {x_test.shape[1:]} in {source}")
     if x_test is not None and x_test.dtype != x_train.dtype:
         x_test = x_test.astype(np.float32)
@@ -313,10 +150,10 @@ def check_arrays(x_train, y_train, x_test, y_test, class_names, source: str) -> 
     num_classes = len(class_names) if class_names else int(all_y.max()) + 1
     bad = all_y[(all_y < 0) | (all_y >= num_classes)]
     if bad.size:
-        raise ValueError(f"Labels must be class ids 0..{num_classes - 1} ({num_classes} "
+        raise InputError(f"Labels must be class ids 0..{num_classes - 1} ({num_classes} "
                          f"classes). Received: labels {sorted(set(bad.tolist()))[:5]} in {source}")
     if num_classes < 2:
-        raise ValueError(f"A classification dataset needs at least 2 classes. Received: "
+        raise InputError(f"A classification dataset needs at least 2 classes. Received: "
                          f"{num_classes} class in {source}")
     if not class_names:
         class_names = tuple(str(i) for i in range(num_classes))
@@ -338,13 +175,13 @@ def convert_color(raw: RawData, color_mode: str | None) -> RawData:
     if color_mode is None:
         return raw
     if raw.kind != "image":
-        raise ValueError(f"color_mode applies to images only; this {raw.kind} data has shape "
+        raise InputError(f"color_mode applies to images only; this {raw.kind} data has shape "
                          f"{raw.input_shape}. Received: color_mode={color_mode!r}")
     want, have = COLOR_MODES[color_mode], raw.input_shape[-1]
     if want == have:
         return raw
     if (have, want) not in ((1, 3), (3, 1)):
-        raise ValueError(f"color_mode={color_mode!r} cannot be made from images with {have} "
+        raise InputError(f"color_mode={color_mode!r} cannot be made from images with {have} "
                          f"channels; allowed: grayscale <-> rgb. Received: "
                          f"color_mode={color_mode!r}")
 
@@ -378,10 +215,10 @@ def load_builtin(name: str, data_dir, download: bool, color_mode: str | None = N
         return load_tfds(info.tfds_name, None, data_dir=str(Path(where.path).parents[1]),
                          download=False, image_size=None, color_mode=color_mode, label=name)
     elif download:
-        folder = _builtin.download(name, data_dir)
+        folder = download_builtin(name, data_dir)
     else:
         searched = [str(d) for d in _builtin.search_dirs(name, data_dir)]
-        raise ValueError(
+        raise InputError(
             f"Dataset {name!r} is not on this machine and download=False. kerascnn looked for "
             f"its idx .gz files ({', '.join(_builtin.IDX_FILES.values())}) in "
             f"{', '.join(searched) or '(no folder)'} and for a prepared tensorflow-datasets "
@@ -398,22 +235,32 @@ def load_builtin(name: str, data_dir, download: bool, color_mode: str | None = N
     return convert_color(raw, color_mode)
 
 
+def download_builtin(name: str, data_dir: str | os.PathLike | None) -> Path:
+    """Download the idx files of the built-in `name` (checked by MD5); return their folder."""
+    builtin = _builtin.BUILTINS[name]
+    root = _builtin.download_root(data_dir)
+    md5 = dict(builtin.md5)
+    for fname in _builtin.IDX_FILES.values():
+        logger.info("Downloading %s%s", builtin.url, fname)
+        keras.utils.get_file(fname, origin=builtin.url + fname, file_hash=md5.get(fname),
+                             hash_algorithm="md5", cache_dir=str(root), cache_subdir=name)
+    return root / name
+
+
 def load_npz(path: Path, label: str | None = None) -> RawData:
     """An `.npz` in the keras.datasets layout, or with `x` and `y` (test carved)."""
     source = str(path)
-    import zipfile
-
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{source!r} is not a readable .npz file (not a zip archive of .npy "
+        raise InputError(f"{source!r} is not a readable .npz file (not a zip archive of .npy "
                          f"arrays, as numpy.savez writes). Received: {source!r}")
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
     except ValueError as e:
-        raise ValueError(f"Cannot read {source!r} without pickle ({e}); save plain numeric "
+        raise InputError(f"Cannot read {source!r} without pickle ({e}); save plain numeric "
                          f"arrays with numpy.savez. Received: {source!r}") from None
     except (OSError, EOFError) as e:
-        raise ValueError(f"{source!r} is not a readable .npz file ({e}). Received: "
+        raise InputError(f"{source!r} is not a readable .npz file ({e}). Received: "
                          f"{source!r}") from None
     keys = set(data)
     class_names = data.get("class_names")
@@ -423,7 +270,7 @@ def load_npz(path: Path, label: str | None = None) -> RawData:
     elif {"x", "y"} <= keys:
         raw = check_arrays(data["x"], data["y"], None, None, class_names, source)
     else:
-        raise ValueError(
+        raise InputError(
             f"{source!r} lacks the expected arrays; allowed layouts: x_train, y_train, x_test, "
             f"y_test (as keras.datasets) or x, y (a test split is carved out), optionally "
             f"class_names. Received: keys {sorted(keys)}")
@@ -435,14 +282,14 @@ def _scan_class_dirs(root: Path) -> tuple[list[str], list[list[Path]]]:
     try:
         entries = sorted(root.iterdir())
     except OSError as e:
-        raise ValueError(f"Cannot read the folder {str(root)!r} ({e}). Received: "
+        raise InputError(f"Cannot read the folder {str(root)!r} ({e}). Received: "
                          f"{str(root)!r}") from None
     class_dirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     if not class_dirs:
         loose = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
         hint = (f" It holds {len(loose)} images directly: move them into one subfolder per "
                 f"class.") if loose else ""
-        raise ValueError(f"The folder {str(root)!r} has no class subfolders; a folder dataset "
+        raise InputError(f"The folder {str(root)!r} has no class subfolders; a folder dataset "
                          f"has one subfolder of images per class.{hint} Received: "
                          f"{len(entries)} entries and no subfolder")
     files = []
@@ -450,7 +297,7 @@ def _scan_class_dirs(root: Path) -> tuple[list[str], list[list[Path]]]:
         images = sorted(p for p in d.rglob("*")
                         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not images:
-            raise ValueError(
+            raise InputError(
                 f"The class folder {str(d)!r} holds no images; allowed: "
                 f"{', '.join(IMAGE_EXTENSIONS)} files. Remove the folder or add images. "
                 f"Received: {sum(1 for _ in d.iterdir())} other entries")
@@ -459,22 +306,13 @@ def _scan_class_dirs(root: Path) -> tuple[list[str], list[list[Path]]]:
 
 
 def _inspect_images(paths: list[Path]) -> tuple[dict[tuple[int, int], Path], set[str], int]:
-    """Open every image: its size and mode; an unreadable one is named."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Open every image's header (and verify it): its size and mode; a bad one is named."""
     sizes: dict[tuple[int, int], Path] = {}
     modes: set[str] = set()
     total = 0
     for path in paths:
-        try:
-            with Image.open(path) as im:
-                size, mode = im.size, im.mode
-                im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"Cannot read the image {str(path)!r} ({type(e).__name__}: {e}); "
-                             f"allowed: readable {', '.join(IMAGE_EXTENSIONS)} files. Remove or "
-                             f"replace it. Received: {str(path)!r}") from None
-        sizes.setdefault((size[1], size[0]), path)
+        size, mode = check_image(path, verify=True)  # InputError naming the file
+        sizes.setdefault(size, path)
         modes.add(mode)
         total += path.stat().st_size
     return sizes, modes, total
@@ -496,7 +334,7 @@ def load_folder(root: Path, *, image_size, color_mode) -> RawData:
         test_names, test_files = _scan_class_dirs(root / "test")
         extra = sorted(set(test_names) - set(class_names))
         if extra:
-            raise ValueError(f"{str(root / 'test')!r} has classes that train/ lacks; allowed: "
+            raise InputError(f"{str(root / 'test')!r} has classes that train/ lacks; allowed: "
                              f"{', '.join(class_names)}. Received: {', '.join(extra)}")
         test_files = [test_files[test_names.index(c)] if c in test_names else []
                       for c in class_names]
@@ -504,7 +342,7 @@ def load_folder(root: Path, *, image_size, color_mode) -> RawData:
         class_names, train_files = _scan_class_dirs(root)
         test_files = None
     if len(class_names) < 2:
-        raise ValueError(f"A classification dataset needs at least 2 class subfolders. "
+        raise InputError(f"A classification dataset needs at least 2 class subfolders. "
                          f"Received: {class_names} in {str(root)!r}")
     all_paths = [p for group in train_files + (test_files or []) for p in group]
     logger.info("Checking %d images in %s", len(all_paths), root)
@@ -516,7 +354,7 @@ def load_folder(root: Path, *, image_size, color_mode) -> RawData:
     if len(sizes) > 1:
         if image_size is None:
             (s1, p1), (s2, p2) = list(sizes.items())[:2]
-            raise ValueError(
+            raise InputError(
                 f"The images in {str(root)!r} have {len(sizes)} different sizes (e.g. "
                 f"{s1[0]}x{s1[1]} {str(p1)!r} and {s2[0]}x{s2[1]} {str(p2)!r}); pass "
                 f"image_size (--image-size H,W) to resize them while loading. Received: "
@@ -539,7 +377,7 @@ def load_folder(root: Path, *, image_size, color_mode) -> RawData:
         identity=_digest(rel, color_mode, load_size), location=str(root), image_size=load_size)
     raw.notes.append(f"{len(all_paths)} images, {total_bytes / 1e6:.1f} MB")
     if raw.test is not None and len(raw.test) == 0:
-        raise ValueError(f"{str(root / 'test')!r} holds no images. Received: an empty test/")
+        raise InputError(f"{str(root / 'test')!r} holds no images. Received: an empty test/")
     return raw
 
 
@@ -549,17 +387,17 @@ def parse_tfds(source: str) -> tuple[str, str | None]:
     if "/" in name and not config:
         name, _, config = name.partition("/")
     if not name or (_ and not config) or ":" in config:
-        raise ValueError(f"A tensorflow-datasets source is written tfds:NAME or "
+        raise InputError(f"A tensorflow-datasets source is written tfds:NAME or "
                          f"tfds:NAME:CONFIG, e.g. tfds:mnist or tfds:cifar10. Received: "
                          f"{source!r}")
     return name, config or None
 
 
-def _not_prepared(name: str, config: str | None, data_dir, source: str) -> ValueError:
+def _not_prepared(name: str, config: str | None, data_dir, source: str) -> InputError:
     directory = str(data_dir) if data_dir else (
         os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets"))
     full = name + (f"/{config}" if config else "")
-    return ValueError(
+    return InputError(
         f"The tensorflow-datasets dataset {full!r} is not prepared in {directory}, and "
         f"kerascnn does not download without download=True (offline, tfds.load would retry "
         f"for minutes). Prepare it where there is internet with `tfds build {full} "
@@ -571,8 +409,6 @@ def _not_prepared(name: str, config: str | None, data_dir, source: str) -> Value
 def load_tfds(name: str, config: str | None, *, data_dir, download: bool, image_size,
               color_mode, label: str | None = None) -> RawData:
     """A tensorflow-datasets dataset, refused within seconds if it is not prepared."""
-    import tensorflow_datasets as tfds
-
     source = label or f"{TFDS_PREFIX}{name}" + (f":{config}" if config else "")
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
@@ -584,10 +420,10 @@ def load_tfds(name: str, config: str | None, *, data_dir, download: bool, image_
     except Exception as e:  # noqa: BLE001 - DatasetNotFoundError, config errors, ...
         known = tfds.list_builders(with_community_datasets=False)
         if name not in known:
-            raise ValueError(f"Unknown tensorflow-datasets dataset {name!r}.{suggest(name, known)} "
+            raise InputError(f"Unknown tensorflow-datasets dataset {name!r}.{suggest(name, known)} "
                              f"See `tfds.list_builders()`. Received: source={source!r}") from None
         configs = [c.name for c in getattr(tfds.builder_cls(name), "BUILDER_CONFIGS", [])]
-        raise ValueError(f"tensorflow-datasets cannot make {name!r} with config {config!r} "
+        raise InputError(f"tensorflow-datasets cannot make {name!r} with config {config!r} "
                          f"({type(e).__name__}: {e}); allowed configs: "
                          f"{', '.join(configs) or 'none'}. Received: source={source!r}") from None
     finally:
@@ -600,37 +436,37 @@ def load_tfds(name: str, config: str | None, *, data_dir, download: bool, image_
     info = builder.info
     keys = info.supervised_keys
     if not keys or len(keys) != 2:
-        raise ValueError(f"{source!r} has no (input, label) pair (supervised_keys); kerascnn "
+        raise InputError(f"{source!r} has no (input, label) pair (supervised_keys); kerascnn "
                          f"trains classifiers. Received: supervised_keys={keys!r}")
     image_key, label_key = keys
     features = info.features
     label_feature = features[label_key]
     if not isinstance(label_feature, tfds.features.ClassLabel):
-        raise ValueError(f"{source!r}: the label {label_key!r} is not a class label; kerascnn "
+        raise InputError(f"{source!r}: the label {label_key!r} is not a class label; kerascnn "
                          f"trains classifiers. Received: {type(label_feature).__name__}")
     image_feature = features[image_key]
     shape = tuple(image_feature.shape)
     if not isinstance(image_feature, tfds.features.Image):
         if any(d is None for d in shape) or len(shape) not in (2, 3, 4):
-            raise ValueError(f"{source!r}: the input {image_key!r} must be images, signals or "
+            raise InputError(f"{source!r}: the input {image_key!r} must be images, signals or "
                              f"volumes of one shape. Received: shape={shape}")
     splits = info.splits
     if "train" not in splits:
-        raise ValueError(f"{source!r} has no 'train' split. Received: splits "
+        raise InputError(f"{source!r} has no 'train' split. Received: splits "
                          f"{sorted(splits)}")
     channels = None
     if color_mode is not None:
         if not isinstance(image_feature, tfds.features.Image):
-            raise ValueError(f"color_mode applies to images only. Received: "
+            raise InputError(f"color_mode applies to images only. Received: "
                              f"color_mode={color_mode!r} for {source!r}")
         channels = COLOR_MODES[color_mode]
         if channels == 4 and shape[-1] != 4:
-            raise ValueError(f"color_mode='rgba' needs images with 4 channels. Received: "
+            raise InputError(f"color_mode='rgba' needs images with 4 channels. Received: "
                              f"{shape[-1]} channels in {source!r}")
     load_size = None
     if any(d is None for d in shape[:-1]):
         if image_size is None:
-            raise ValueError(f"The images of {source!r} have different sizes; pass image_size "
+            raise InputError(f"The images of {source!r} have different sizes; pass image_size "
                              f"(--image-size H,W) to resize them while loading. Received: "
                              f"image_size=None")
         load_size = tuple(image_size)
