@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kerascnn import analyze, build_cnn, get_preset, list_presets
+from kerascnn import analyze, build_cnn
 from kerascnn.builders import check_against_keras
 from kerascnn.checks import InputError
 from kerascnn.spec import CNNSpec
@@ -68,57 +68,6 @@ def test_1d_and_3d(shape):
 def test_bad_spec_argument_type():
     with pytest.raises(InputError, match="build_cnn expects"):
         build_cnn(42)
-
-
-# published parameter counts --------------------------------------------------
-
-def test_presets_listed():
-    assert list_presets() == ["lenet5", "alexnet", "vgg16", "resnet18", "allconv", "fcn",
-                              "simple"]
-
-
-@pytest.mark.parametrize("name,trainable", [
-    ("lenet5", 61_706), ("alexnet", 62_378_344), ("vgg16", 138_357_544),
-    ("resnet18", 11_689_512),
-])
-def test_published_parameter_counts_by_analysis(name, trainable):
-    assert analyze(get_preset(name)).trainable_params == trainable
-
-
-def test_vgg16_conv_base_equals_keras_applications():
-    import keras
-
-    base = keras.applications.VGG16(weights=None, include_top=False, input_shape=(224, 224, 3))
-    plan = analyze(get_preset("vgg16"))
-    ours = sum(layer.params for layer in plan.layers if layer.name.startswith("block"))
-    assert ours == base.count_params() == 14_714_688
-    # the same layer names and shapes as Keras's own VGG16
-    for layer in base.layers[1:]:
-        assert plan.layer(layer.name).output_shape == tuple(layer.output.shape[1:])
-
-
-@pytest.mark.parametrize("name", [
-    "lenet5", pytest.param("alexnet", marks=pytest.mark.slow),
-    pytest.param("vgg16", marks=pytest.mark.slow), "resnet18", "allconv", "fcn", "simple"])
-def test_every_preset_builds_as_analysed(name):
-    spec = get_preset(name)
-    model = build_cnn(spec)
-    assert check_against_keras(model, analyze(spec)) == []
-
-
-def test_resnet18_trainable_weights_in_keras():
-    import keras
-
-    model = build_cnn("resnet18")
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    assert trainable == 11_689_512
-    assert isinstance(model.get_layer("block3_add1"), keras.layers.Add)
-    assert model.get_layer("block3_proj1").strides == (2, 2)
-
-
-def test_unknown_preset():
-    with pytest.raises(InputError, match="Did you mean 'vgg16'"):
-        get_preset("vgg61")
 
 
 def test_shared_tiny_model_trains_on_the_shared_bundle(tiny_spec, tiny_model, tiny_bundle):

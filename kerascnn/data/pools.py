@@ -66,13 +66,41 @@ class FilePool:
         return FilePool(self.paths[index], self.y[index], self.channels, self.image_size,
                         self.shape)
 
+    def _decode(self, path):
+        return tf.io.decode_image(tf.io.read_file(path), channels=self.channels,
+                                  expand_animations=False)
+
+    def undecodable(self) -> np.ndarray:
+        """Positions of the files TensorFlow cannot decode as the pipeline will.
+
+        Every file is decoded once (in parallel) by the decoder the pipeline
+        uses; a file fails when decoding raises or, without `image_size`, when
+        it decodes to another (height, width) than `shape`. Pillow's header
+        check passes some damaged files (e.g. a corrupt PNG data stream) that
+        would otherwise stop training at the first epoch.
+        """
+        expected = None if self.image_size is not None or self.shape is None \
+            else tf.constant(self.shape, tf.int32)
+
+        def check(i, path):
+            image = self._decode(path)
+            ok = tf.constant(True) if expected is None else \
+                tf.reduce_all(tf.shape(image)[:2] == expected)
+            return i, ok
+
+        ds = tf.data.Dataset.from_tensor_slices((np.arange(len(self)), self.paths))
+        ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+        good = np.zeros(len(self), dtype=bool)
+        for index, ok in ds.batch(4096).as_numpy_iterator():
+            good[index] = ok
+        return np.flatnonzero(~good)
+
     def dataset(self):
         channels, size = self.channels, self.image_size
         static = tuple(size or self.shape or (None, None))
 
         def load(path, label):
-            image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                                       expand_animations=False)
+            image = self._decode(path)
             if size is not None:
                 image = _resize_uint8(image, size)
             image.set_shape((*static, channels))

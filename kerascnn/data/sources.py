@@ -378,6 +378,16 @@ def load_folder(root: Path, *, image_size, color_mode) -> RawData:
     raw.notes.append(f"{len(all_paths)} images, {total_bytes / 1e6:.1f} MB")
     if raw.test is not None and len(raw.test) == 0:
         raise InputError(f"{str(root / 'test')!r} holds no images. Received: an empty test/")
+    for files in (raw.train, raw.test):
+        bad = files.undecodable() if files is not None else ()
+        if len(bad):
+            path = str(files.paths[bad[0]])
+            more = f" ({len(bad) - 1} more such files)" if len(bad) > 1 else ""
+            raise InputError(
+                f"Could not decode image {path!r} as {color_mode} with TensorFlow{more}: its "
+                f"data is corrupt or truncated, or it decodes to another size than its header "
+                f"says. Allowed: image files that decode whole. Remove or replace it. "
+                f"{received('image', path)}")
     return raw
 
 
