@@ -1,4 +1,4 @@
-"""kerascnn.augment: validation (pure Python) and the Keras layers it makes."""
+"""kerascnn.augment: validation (pure Python), and the Keras layers kerascnn.data makes from it."""
 
 from __future__ import annotations
 

@@ -387,15 +387,38 @@ def test_fuzz_class_folders_many(files, options):
 
 def test_fuzz_found_cases_stay_fixed(tmp_path, make_image_folder):
     """Cases the fuzzing found, kept as plain tests."""
-    # a truncated PNG whose header and chunk checksums Pillow's verify() accepts
-    root = make_image_folder(tmp_path / "f", classes=("a", "b"), per_class=3)
-    data = (root / "a" / "000.png").read_bytes()
-    (root / "a" / "000.png").write_bytes(data[: len(data) - 20])
-    with pytest.raises(InputError, match=r"000\.png"):
-        load_dataset(root)
-    # x of rank 6 and a huge, empty dimension
+    from kerascnn.images import check_image
+
+    # a PNG with one byte changed that Pillow's header check (with verify) accepts
+    # but TensorFlow cannot decode: it used to stop training at the first epoch
+    root = make_image_folder(tmp_path / "f", classes=("a", "b"), per_class=3, size=(8, 6),
+                             mode="L")
+    victim = root / "a" / "000.png"
+    data = victim.read_bytes()
+    accepted = []
+    for at in range(len(data)):
+        if len(accepted) == 2:
+            break
+        victim.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
+        try:
+            check_image(victim, verify=True)
+        except InputError:
+            continue
+        accepted.append(at)
+        with pytest.raises(InputError, match=r"Could not decode image '.*000\.png' as "
+                                             r"grayscale with TensorFlow"):
+            load_dataset(root)
+    assert accepted, "no damaged file passed Pillow's check: the case needs a new byte"
+    victim.write_bytes(data)
+    assert load_dataset(root).num_classes == 2
+    # x of rank 6
     np.savez(tmp_path / "r6.npz", x=np.zeros((4, 1, 1, 1, 1, 1), np.uint8), y=np.arange(4) % 2)
     with pytest.raises(InputError, match=r"Received: x.shape=\(4, 1, 1, 1, 1, 1\)"):
         load_dataset(tmp_path / "r6.npz")
-    assert os.listdir(tmp_path) == ["f", "r6.npz"] or sorted(os.listdir(tmp_path)) == \
-        ["f", "r6.npz"]
+    # an idx file whose header promises more sizes than it holds
+    from kerascnn.data.idx import read_idx
+
+    (tmp_path / "short-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00")
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_idx(tmp_path / "short-idx3-ubyte")
+    assert sorted(os.listdir(tmp_path)) == ["f", "r6.npz", "short-idx3-ubyte"]
