@@ -15,9 +15,9 @@ from typing import Any, Callable, Optional, Sequence
 import keras
 import keras_tuner
 
-from kerascnn.augment import augmentation_layers
 from kerascnn.builders import build_cnn
 from kerascnn.checks import InputError, received
+from kerascnn.data.preprocessing import augmentation_layers
 from kerascnn.schedules import make_schedule
 from kerascnn.search_space import SearchSpace
 from kerascnn.spec import CNNSpec
