@@ -215,11 +215,15 @@ class KerasCNNGroup(click.Group):
 
 
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
-    """Library logs to stderr: INFO by default, DEBUG with -vv, WARNING with -q."""
+    """Library logs to stderr: INFO by default, DEBUG with -vv, WARNING with -q;
+    TensorFlow's Python warnings only with -v."""
     import logging
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # TensorFlow's own Python warnings (AutoGraph, retracing) are shown with -v only
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def _debug_callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:

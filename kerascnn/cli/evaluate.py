@@ -199,9 +199,7 @@ def export(model, export_format, output, overwrite, tolerance, verbose, quiet):
     export above --tolerance is deleted and reported as an error (exit 1).
     """
     configure_logging(verbose, quiet)
-    if not verbose:  # converters' own chatter; the export is checked whatever they say
-        for name in ("absl", "tensorflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    if not verbose:  # the converter's own chatter; the export is checked whatever it says
         logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)
     start_tensorflow(verbose)
     from kerascnn.exporting import ExportVerificationError
