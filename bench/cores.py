@@ -41,7 +41,8 @@ other jobs cause; sleeping is what the slow mode does, so this figure tells the
 modes apart even on a loaded machine (about 0.1 fast, 0.35-0.4 slow).
 
 `--quick`: 4 runs per side. `--isa AVX2` caps oneDNN at AVX2
-(`ONEDNN_MAX_CPU_ISA`), to reproduce the issue's AVX2 machine on a newer CPU.
+(`ONEDNN_MAX_CPU_ISA`), to reproduce the issue's AVX2 machine on a newer CPU;
+such runs are recorded as `cores_avx2`.
 `--priority` (root, Linux autogroups): start each run in its own session with
 autogroup nice -15, so that on a shared machine the runs get the cores they
 ask for and the idle time they leave shows.
@@ -364,7 +365,9 @@ def main(argv=None) -> dict:
     say(f"ratio of medians kerascnn / plain Keras: {ratio:.3f} (target >= 1.0); load average "
         f"{load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f} at the end")
     floor = FLOOR_FRACTION * cores
-    return emit("cores", ratio=ratio, **figures, **common,
+    # a capped instruction set is another machine: its own results file (cores_avx2.jsonl)
+    name = f"cores_{args.isa.lower()}" if args.isa else "cores"
+    return emit(name, ratio=ratio, **figures, **common,
                 kerascnn_runtime=runs["kerascnn"][0]["settings"],
                 targets={"ratio": target(">=", 1.0),
                          "kerascnn_min_cores_busy": target(">=", round(floor, 2), unless=(

@@ -186,6 +186,27 @@ def test_tabulate_writes_every_figure_with_its_command(tmp_path):
     assert "Nothing recorded yet in bench/results/ for: `cores`," in text
 
 
+def test_tabulate_writes_the_variants_section_where_asked(tmp_path):
+    import tabulate
+
+    results = tmp_path / "results"
+    _common.emit("cores_variants", runs=2, isa="AVX2", results=results, targets={},
+                 slow_runs={"default": 1},
+                 command="python bench/cores.py --variants default,tfdata-noautotune",
+                 variants={"default": {"what": "defaults", "slow_runs": 1,
+                                       "images_per_s": [496, 700], "median_images_per_s": 598,
+                                       "median_cores_busy": 1.45, "min_cores_busy": 1.19,
+                                       "median_workers_asleep": 0.25}})
+    doc = tmp_path / "B.md"
+    doc.write_text(f"{tabulate.BEGIN}\n{tabulate.END}\n\n{tabulate.VARIANTS_BEGIN}\nstale rows\n"
+                   f"{tabulate.VARIANTS_END}\n")
+    assert tabulate.main(["--results", str(results), "--file", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| `default` | defaults | **1 of 2** | 598 | 1.45, 1.19 | 0.25 | 496, 700 |" in text
+    assert "`python bench/cores.py --variants default,tfdata-noautotune`" in text
+    assert "stale rows" not in text and "| cores_variants | `slow_runs` | **default 1** |" in text
+
+
 def test_benchmarks_md_is_generated_from_the_recorded_results():
     import tabulate
 
