@@ -142,12 +142,12 @@ def finetune(
     bundle = as_bundle(dataset, validation_split=validation_split, batch_size=batch_size,
                        image_size=size, data_dir=data_dir, color_mode=color_mode,
                        download=download, seed=seed)
-    kind = getattr(bundle, "kind", "image")
+    kind = bundle.kind
     if kind != "image":
         raise InputError(f"Fine-tuning an ImageNet backbone needs images; this dataset holds "
                          f"{kind} data of shape {tuple(bundle.input_shape)}. "
                          f"{received('dataset', bundle.source)}")
-    value_range = getattr(bundle, "value_range", None)
+    value_range = bundle.value_range
     input_scale = 255.0 if value_range is not None and max(value_range) <= 1.0 else 1.0
     model = build_model(spec.name, input_shape=bundle.input_shape,
                         num_classes=bundle.num_classes, weights=weights, image_size=size,

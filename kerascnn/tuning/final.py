@@ -299,14 +299,14 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
     if bundle.validation is None or not bundle.num_validation:
         raise InputError("The final training compares against the search on a validation "
                          "split, and this dataset has none. " + received(
-                             "validation_split", getattr(bundle, "validation_split", None)))
+                             "validation_split", bundle.validation_split))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     done = directory / RESULT_FILE
     if done.is_file():  # finished before (a resumed command): the same decision again
         return _recorded(done, compile_fn)
     started = time.time()
-    batch_size = int(getattr(bundle, "batch_size", None) or cost.batch_size)
+    batch_size = int(bundle.batch_size or cost.batch_size)
     train_half, n_half, holdout, n_holdout = split_validation(
         bundle.validation, bundle.num_validation, batch_size)
     data, n_images, steps = merged_training_data(bundle, train_half, n_half,
