@@ -70,7 +70,7 @@ def test_seeds_are_the_recipe_adapted_to_the_input():
     # 28x28 with padding searched: the keras.io convnet as it is ('valid'), then with BN
     space = SearchSpace((28, 28, 1), 10, padding=["same", "valid"], dropout=[0.0, 0.5],
                         batch_norm=[False, True], filters=[16, 32, 64])
-    plain, bn = seed_candidates(space)
+    bn, plain = seed_candidates(space)  # batch norm first
     assert plain["padding"] == "valid" and plain["conv_blocks"] == 2
     assert plain["filters"] == 32 and plain["dropout"] == 0.5 and plain["batch_norm"] is False
     assert bn["batch_norm"] is True and bn["padding"] == "valid"
@@ -83,8 +83,8 @@ def test_seeds_are_the_recipe_adapted_to_the_input():
     assert all(small.check(small.values_from(s)) is None for s in seeds)
     # values outside the space come as near as it allows
     narrow = SearchSpace((28, 28, 1), 10, filters=[8, 16], dropout=[0.0, 0.25])
-    assert seed_candidates(narrow)[0]["filters"] == 16
-    assert seed_candidates(narrow)[0]["dropout"] == 0.25
+    assert seed_candidates(narrow)[1]["filters"] == 16
+    assert seed_candidates(narrow)[1]["dropout"] == 0.25
 
 
 def test_best_third_is_promoted_with_its_fidelity_in_the_hyperparameters(tmp_path):

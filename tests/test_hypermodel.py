@@ -18,7 +18,7 @@ VALID_PADDING_SPACE = dict(conv_blocks=(1, 6), convs_per_block=(1, 3), padding="
 def test_defaults_are_pinned():
     # `None` means these; changing one is a user-visible change (docs/tuning.md):
     # a fast recipe inside every trial (batch norm searched and first, label
-    # smoothing, one-cycle, a mild shift and no flip), the architecture searched
+    # smoothing, a cosine decay to zero, a mild shift and no flip), the architecture searched
     assert SearchSpace((28, 28, 1), 10).to_config() == {
         "conv_blocks": {"min": 1, "max": 3},
         "convs_per_block": {"min": 1, "max": 2},
@@ -41,7 +41,7 @@ def test_defaults_are_pinned():
         "learning_rate": {"min": 0.001, "max": 0.01, "sampling": "log"},
         "optimizer": "adam",
         "label_smoothing": 0.1,
-        "schedule": "one-cycle",
+        "schedule": "cosine",
         "augmentation_strength": 1.0,
     }
     assert SearchSpace((28, 28, 1), 10, conv_blocks=None).to_config()["conv_blocks"] == \
@@ -240,11 +240,18 @@ def test_build_matches_the_analysis():
         [[0.0] + [1.0] + [0.0] * 8])
     assert float(model.loss(y_true, y_pred)) > 0.1
 
-    # one-cycle (the default) over the trial's steps: it starts at a 25th of the peak
-    cycled = CNNHyperModel((28, 28, 1), 10, steps_per_epoch=10, epochs=3,
+    # one-cycle over the trial's steps: it starts at a 25th of the peak
+    cycled = CNNHyperModel((28, 28, 1), 10, steps_per_epoch=10, epochs=3, schedule="one-cycle",
                            **VALID_PADDING_SPACE).build(_hp({"conv_blocks": 1}))
     rate = cycled.optimizer.learning_rate
     assert float(rate) == pytest.approx(cycled_peak(cycled) / 25, rel=1e-3)
+    # the default, a cosine decay: the peak at once, zero at the trial's last step
+    # (10 steps per epoch x 3 epochs)
+    decayed = CNNHyperModel((28, 28, 1), 10, steps_per_epoch=10, epochs=3,
+                            **VALID_PADDING_SPACE).build(_hp({"conv_blocks": 1}))
+    schedule = decayed.optimizer._learning_rate
+    peak = decayed_peak = float(schedule(0))
+    assert decayed_peak > 0 and float(schedule(30)) == pytest.approx(0.0, abs=1e-9 + peak * 1e-6)
 
     import keras_tuner
 
