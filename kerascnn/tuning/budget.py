@@ -39,12 +39,15 @@ class Budget:
         spent_before: float. Seconds an interrupted run of the same search
             spent (resume).
         search_share: float. Share of `total` for the search.
+        after_final: float. Predicted seconds of what follows the final
+            training (testing, writing); the reserve is at least this.
     """
 
     total: float
     started: float
     spent_before: float = 0.0
     search_share: float = SEARCH_SHARE
+    after_final: float = 0.0  # predicted seconds of the test and the writing
 
     @property
     def end(self) -> float:
@@ -53,7 +56,8 @@ class Budget:
 
     @property
     def reserve(self) -> float:
-        return max(RESERVE_MIN_SECONDS, RESERVE_SHARE * self.total)
+        """Seconds kept after the final training: for the test and the results."""
+        return max(RESERVE_MIN_SECONDS, RESERVE_SHARE * self.total, self.after_final)
 
     @property
     def search_end(self) -> float:

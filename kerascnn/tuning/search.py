@@ -72,6 +72,8 @@ BUDGET_FILE = "budget.json"
 FINAL_DIR = "final"
 # seconds between two rewrites of best/ from a new leader during the search
 LEADER_EVERY = 10.0
+# seconds to write best/ (model, spec, metrics) and the manifest, beyond testing
+AFTER_FINAL_SECONDS = 3.0
 
 
 @dataclass
@@ -382,6 +384,10 @@ def tune(
     cost = getattr(oracle, "cost", None) or tuner_options["cost"]
     observe_trials(cost, oracle.trials.values(), search_space, fidelity.size,
                    int(bundle.num_validation), getattr(oracle, "_observed", set()))
+    if budget is not None:  # keep time to test the result and write it (load included)
+        budget.after_final = AFTER_FINAL_SECONDS + cost.predict(
+            analyze(search_space.spec(search_space.values_from(best.hyperparameters.values))),
+            1, 1, validation_images=bundle.num_test)
     model, final_metrics = _final_phase(best, best_writer, hypermodel, bundle, budget, cost,
                                         final_dir, seed=seed)
     final_model = final_metrics["final_model"]
