@@ -141,7 +141,8 @@ class ClockSchedule(keras.callbacks.Callback):
 
     Progress runs from `start_progress` (0, or where a resumed run had got
     to) at the start of `fit` to 1 at `end` (a `time.time()` value), or to 1
-    at the last of `max_epochs` epochs if that comes first. At progress 1
+    at the last of `max_epochs` epochs if that comes first (the epochs a
+    resumed run starts with are not counted twice). At progress 1
     training stops after the current batch. The progress at the end of every
     epoch is written to `progress_path` (for resume).
 
@@ -169,6 +170,7 @@ class ClockSchedule(keras.callbacks.Callback):
         self.progress = 0.0
         self.fired = False
         self._epoch = 0
+        self._done = 0
         self._t0 = 0.0
         self._recorded: dict[str, float] = {}
 
@@ -181,6 +183,7 @@ class ClockSchedule(keras.callbacks.Callback):
         self.start_progress = self._recorded[str(max(earlier))] if earlier else 0.0
         self._recorded = {k: v for k, v in self._recorded.items() if int(k) < done}
         self.progress = self.start_progress
+        self._done = done
         self._t0 = self.clock()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -190,7 +193,9 @@ class ClockSchedule(keras.callbacks.Callback):
         now = self.clock()
         span = max(1e-9, self.end - self._t0)
         by_time = self.start_progress + (1 - self.start_progress) * (now - self._t0) / span
-        by_steps = (self._epoch + (batch + 1) / self.steps) / self.max_epochs
+        left = max(1, self.max_epochs - self._done)
+        by_steps = self.start_progress + (1 - self.start_progress) * (
+            self._epoch - self._done + (batch + 1) / self.steps) / left
         self.progress = min(1.0, max(by_time, by_steps, self.progress))
         self.model.optimizer.learning_rate.assign(
             learning_rate_at(self.progress, self.peak, self.schedule))
@@ -257,7 +262,8 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
                 weight_decay: Optional[float] = None, schedule: str = "one-cycle",
                 min_epochs: int = 2, seed: int = 0, save_metadata: Optional[dict] = None,
                 class_names=None, spec=None,
-                compile_fn: Optional[Callable[[keras.Model], Any]] = None) -> FinalResult:
+                compile_fn: Optional[Callable[[keras.Model], Any]] = None,
+                max_epochs: Optional[int] = None) -> FinalResult:
     """Train the winner again until `deadline`, and keep it only if it is as good.
 
     Args:
@@ -287,6 +293,10 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
             sets before every batch. Defaults to `None`: `optimizer` and
             `weight_decay` with sparse categorical cross-entropy
             (`kerascnn.training.compile_model`).
+        max_epochs: int. At most this many epochs (all runs of a resumed
+            final training together); the schedule then ends with the last
+            of them if that comes before the deadline. Defaults to `None`:
+            the deadline alone ends it.
 
     Returns:
         A `FinalResult`.
@@ -296,6 +306,8 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
     """
     check_choice("schedule", schedule, SCHEDULES)
     check_int("min_epochs", min_epochs)
+    if max_epochs is not None:
+        check_int("max_epochs", max_epochs)
     if bundle.validation is None or not bundle.num_validation:
         raise InputError("The final training compares against the search on a validation "
                          "split, and this dataset has none. " + received(
@@ -320,26 +332,31 @@ def final_train(build: Callable[[], keras.Model], search_model: keras.Model, bun
     predicted = cost.epochs_within(analysis, n_images, end - time.time())
     common = dict(holdout_size=n_holdout, train_images=n_images, predicted_epochs=predicted,
                   epochs=len(previous), seconds=sum(r.get("seconds", 0.0) for r in previous))
-    if predicted < min_epochs:
-        reason = (f"no final training: {format_duration(max(0.0, end - time.time()))} left "
-                  f"would give {predicted:.1f} epoch(s) of {n_images} images, fewer than "
-                  f"{min_epochs}")
-        logger.info("Final training skipped: %s.", reason)
+    needed = min_epochs if not previous else 1  # a resumed one finishes what it started
+    if predicted < needed:
+        why = (f"{format_duration(max(0.0, end - time.time()))} left would give "
+               f"{predicted:.1f} epoch(s) of {n_images} images, fewer than {needed}")
+        reason = f"no final training: {why}"
+        logger.info("Final training skipped: %s.", why)
         return FinalResult("search", reason, **common)
 
-    planned = max(min_epochs, int(predicted))
-    max_epochs = max(4 * planned, planned + 10)
+    planned = max(needed, int(predicted))
+    # a cap far beyond the prediction (the clock ends training); the epochs of a
+    # resumed run count, so that fit still has epochs left to run
+    cap = len(previous) + max(4 * planned, planned + 10)
+    if max_epochs is not None:
+        cap = min(cap, max(int(max_epochs), len(previous) + 1))
     logger.info("final training: the best spec on %d images (train + half of validation), "
                 "~%d epochs in %s (%s schedule to the end), %d validation images held out",
                 n_images, planned, format_duration(end - time.time()), schedule, n_holdout)
-    clock = ClockSchedule(learning_rate, end, schedule=schedule, max_epochs=max_epochs,
+    clock = ClockSchedule(learning_rate, end, schedule=schedule, max_epochs=cap,
                           steps_per_epoch=steps, progress_path=directory / PROGRESS_FILE)
     model = build()
     if compile_fn is not None:
         compile_fn(model)
     try:
         result = fit_model(
-            model, data, epochs=max_epochs, optimizer=optimizer,
+            model, data, epochs=cap, optimizer=optimizer,
             learning_rate=learning_rate_at(0.0, learning_rate, schedule),
             weight_decay=weight_decay, schedule="constant", restore_best=False,
             compile=compile_fn is None,
