@@ -117,6 +117,26 @@ def test_started_after_tensorflow_ran_says_what_was_not_applied(tmp_path):
     assert "KERASCNN_THREADS=1 not applied: TensorFlow had already started" in proc.stderr
 
 
+def test_load_dataset_first_still_gets_the_settings(tmp_path):
+    """The usual order, `load_dataset` then `train`: the dataset's tensors must not
+    start TensorFlow before kerascnn's settings are in."""
+    script = tmp_path / "order.py"
+    script.write_text(textwrap.dedent('''
+        import json, kerascnn
+        from kerascnn import runtime
+        bundle = kerascnn.load_dataset("fashion_mnist_sample", batch_size=64)
+        import tensorflow as tf
+        print(json.dumps({**runtime.settings(),
+                          "intra": tf.config.threading.get_intra_op_parallelism_threads()}))
+    '''))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO),
+                                            "KERASCNN_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    settings = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert settings["threads_applied"] is True and settings["intra"] == 1
+
+
 @pytest.mark.parametrize("name, value, match", [
     ("KERASCNN_THREADS", "many", "must be a number of threads"),
     ("KERASCNN_THREADS", "0", "Received: KERASCNN_THREADS='0'"),

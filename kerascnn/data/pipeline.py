@@ -189,6 +189,7 @@ def load_dataset(
     """
     validation_split, image_size, batch_size, data_dir, seed = _check_args(
         validation_split, image_size, color_mode, batch_size, data_dir, seed)
+    runtime.start()  # kerascnn's TensorFlow settings before the first tensor (issue 15)
     raw, label = _read_source(source, data_dir=data_dir, download=download,
                               image_size=image_size, color_mode=color_mode)
     if image_size is not None and raw.kind != "image":
