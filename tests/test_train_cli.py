@@ -6,6 +6,7 @@ import csv
 
 import pytest
 
+from kerascnn.checks import InputError
 from kerascnn.cli import main
 from kerascnn.runs import read_json, read_yaml
 
@@ -100,9 +101,9 @@ def test_spec_sources_preset_config_and_tune_result(cli_run, tmp_path):
     other = tmp_path / "tuning" / "other" / "best"
     other.mkdir(parents=True)
     (other / "spec.yaml").write_text((source / "spec.yaml").read_text())
-    with pytest.raises(ValueError, match="several tune results"):
+    with pytest.raises(InputError, match="several tune results"):
         find_spec_file(str(tmp_path / "tuning"))
-    with pytest.raises(ValueError, match="No spec.yaml"):
+    with pytest.raises(InputError, match="No spec.yaml"):
         find_spec_file(str(tmp_path))
 
 

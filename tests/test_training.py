@@ -113,7 +113,7 @@ def test_existing_run_is_refused_and_left_untouched(finished_run, tiny_npz):
 
 def test_bad_data_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="does not exist.*Received: source="):
         train("simple", dataset=str(tmp_path / "missing.npz"), epochs=1, output_dir=out)
     assert not out.exists()
 
