@@ -56,9 +56,8 @@ runtime.start()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kerascnn.augment import augmentation_layers  # noqa: E402
 from kerascnn.builders import build_cnn  # noqa: E402
-from kerascnn.data import load_dataset  # noqa: E402
+from kerascnn.data import augmentation_layers, load_dataset  # noqa: E402
 from kerascnn.spec import CNNSpec  # noqa: E402
 from kerascnn.training import BestCheckpoint  # noqa: E402
 from kerascnn.tuning.final import ClockSchedule  # noqa: E402
