@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from kerascnn.analysis import analyze
@@ -172,3 +173,33 @@ def test_budget_phases():
     assert resumed.left(now=5100.0) == 100.0 and resumed.left(resumed.search_end,
                                                               now=5100.0) == 0.0
     assert Budget(60.0, started=0.0).reserve == 4.0  # at least 4 s
+
+
+def test_subsets_are_stratified_nested_and_made_once(tiny_bundle):
+    from kerascnn.tuning.fidelity import Subsets
+
+    subsets = Subsets(tiny_bundle, seed=0)
+    _, labels = tiny_bundle.arrays("train")
+    quarter, half = subsets.indices(0.25), subsets.indices(0.5)
+    assert set(quarter) < set(half)  # nested: a promotion sees more of the same images
+    assert subsets.size(0.25) == len(quarter) and subsets.size(1.0) == tiny_bundle.num_train
+    counts = np.bincount(labels[half], minlength=tiny_bundle.num_classes)
+    share = np.bincount(labels, minlength=tiny_bundle.num_classes) / len(labels)
+    assert np.allclose(counts / counts.sum(), share, atol=0.1)  # every class keeps its share
+    assert subsets.dataset(0.5) is subsets.dataset(0.5)  # made once, reused by every trial
+    assert subsets.dataset(1.0) is tiny_bundle.train
+    seen = sum(int(y.shape[0]) for _, y in subsets.dataset(0.5))
+    assert seen == len(half)
+    assert subsets.steps_per_epoch(0.5) == -(-len(half) // tiny_bundle.batch_size)
+
+
+def test_a_repeated_end_of_trial_is_recorded_once(tmp_path):
+    # a worker whose report reached a chief killed before it answered reports again
+    space = SearchSpace((28, 28, 1), 10, **SPACE)
+    oracle = _oracle(tmp_path, space, FakeCost())
+    trial = oracle.create_trial("w1")
+    _finish(oracle, trial, 0.5)
+    again = oracle.get_trial(trial.trial_id)
+    again.status = "COMPLETED"
+    oracle.end_trial(again)
+    assert oracle.end_order == [trial.trial_id]

@@ -307,6 +307,8 @@ def test_no_time_left_for_the_final_training_keeps_the_search_checkpoint(quadran
      r"No architecture in the search space fits"),
     (["--tuner", "grid"], r"Grid search needs a finite set of values"),
     (["--validation-split", "0"], r"validation_split must be in \(0, 1\)"),
+    (["--time-budget", "none"], r"A search needs an end: give time_budget"),
+    (["--time-budget", "0s"], r"time_budget must be positive"),
     (["--dataset", "no_such_dataset"], r"no_such_dataset"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(runner, tmp_path, args, match):

@@ -82,7 +82,7 @@ class NamesParam(click.ParamType):
               help="Most trials, for every tuner (promotions and Hyperband's continuations "
                    "count) [default: the time budget decides].")
 @click.option("--epochs", type=click.IntRange(min=1), default=8,
-              help="Most epochs per trial (Hyperband's max_epochs).")
+              help="Most epochs per trial (the last rung's; Hyperband's max_epochs).")
 @click.option("--time-budget", type=BudgetParam(), default="3m",
               help="Wall-clock limit of the whole command, e.g. 90s, 15m, 1h30m: about half "
                    "searches, the rest trains the winner on train+validation, then it is "
@@ -93,7 +93,8 @@ class NamesParam(click.ParamType):
 @click.option("--max-macs", type=click.IntRange(min=1), default=None,
               help="Resample candidates with more multiply-accumulates per image.")
 @click.option("--patience", type=click.IntRange(min=0), default=2,
-              help="Early-stopping patience inside each trial (0: off).")
+              help="Early-stopping patience inside each trial of the keras-tuner tuners "
+                   "(0: off; a rung's trials are too short for it).")
 @click.option("--space", type=SpaceParam(), default=None,
               help="Search space: a YAML file or inline YAML, e.g. "
                    "'{conv_blocks: {min: 1, max: 4}, kernel_size: [3, 5], padding: valid}'. "

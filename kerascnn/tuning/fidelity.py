@@ -7,8 +7,9 @@ training arrays once and hands out a `tf.data.Dataset` per fraction:
 - **stratified**: every class keeps its share of the images;
 - **nested**: the images of a smaller fraction are among those of a larger
   one, so a promoted candidate sees more of the same data, not other data;
-- **made once**: each fraction's dataset is built on first use and reused by
-  every trial (memory stays flat across trials).
+- **made once**: the arrays are read on the first use of a fraction below 1,
+  each fraction's dataset is built on first use and reused by every trial
+  (memory stays flat across trials).
 
 A fraction of 1 is the bundle's own training dataset.
 """
@@ -41,14 +42,22 @@ class Subsets:
         self.num_train = int(bundle.num_train)
         self.batch_size = int(bundle.batch_size)
         self.seed = seed
-        limit = min(self.num_train, math.ceil(max_fraction * self.num_train))
-        self._x, self._y = bundle.arrays("train", limit=limit)
-        rng = np.random.default_rng(seed)
+        self.max_fraction = max_fraction
+        self._x = self._y = None
+        self._by_class: dict[int, np.ndarray] = {}
+        self._datasets: dict[float, Any] = {}
+
+    def _read(self) -> None:
+        """Read the training arrays once, on the first use of a fraction below 1."""
+        if self._y is not None:
+            return
+        limit = min(self.num_train, math.ceil(self.max_fraction * self.num_train))
+        self._x, self._y = self.bundle.arrays("train", limit=limit)
+        rng = np.random.default_rng(self.seed)
         labels = np.asarray(self._y).reshape(-1)
         # per class, its images in a random order: a fraction takes a prefix of each
         self._by_class = {int(c): rng.permutation(np.flatnonzero(labels == c))
                           for c in np.unique(labels)}
-        self._datasets: dict[float, Any] = {}
 
     def size(self, fraction: float) -> int:
         """How many training images a fraction holds."""
@@ -60,6 +69,7 @@ class Subsets:
         return max(1, math.ceil(self.size(fraction) / self.batch_size))
 
     def _counts(self, fraction: float) -> dict[int, int]:
+        self._read()
         pool = len(self._y)
         wanted = min(pool, max(len(self._by_class), round(fraction * self.num_train)))
         return {c: max(1, min(len(ids), round(wanted * len(ids) / pool)))

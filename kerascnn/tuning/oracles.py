@@ -142,6 +142,13 @@ class KerasCNNOracle:
 
     @keras_tuner.synchronized
     def end_trial(self, trial):
+        running = {t.trial_id for t in self.ongoing_trials.values()}
+        if trial.trial_id in self.end_order and trial.trial_id not in running:
+            # a worker whose report reached a chief that was killed before it
+            # answered reports again to the restarted chief: already recorded
+            logger.debug("Trial %s was already ended; its repeated report is ignored.",
+                         trial.trial_id)
+            return
         if trial.trial_id in self._retry_queue:
             # a restarted chief queued the trials that were running; this one
             # was finished by its worker meanwhile and must not run again
