@@ -481,6 +481,10 @@ BAD_ARGUMENTS = [
     ({"source": "missing.npz"}, r"The dataset path 'missing.npz' does not exist"),
     ({"source": 3}, r"source must be a dataset name"),
     ({"data_dir": "/no/such/dir"}, r"The data folder '/no/such/dir' does not exist"),
+    ({"data_dir": 5}, r"data_dir must be a folder path or None. Received: data_dir=5"),
+    ({"color_mode": ["rgb"]}, r"color_mode must be one of"),
+    ({"validation_split": "0.1"}, r"validation_split must be a fraction"),
+    ({"seed": 1.5}, r"seed must be an integer >= 0"),
     ({"validation_split": 1.0}, r"validation_split must be a fraction in \[0, 1\)"),
     ({"validation_split": -0.1}, r"validation_split must be a fraction"),
     ({"batch_size": 0}, r"batch_size must be a positive integer. Received: batch_size=0"),
@@ -509,6 +513,8 @@ def test_other_files_and_data_dir_file(tmp_path):
         load_dataset(data_dir=tmp_path / "a.csv")
     with pytest.raises(InputError, match=r"does not exist or is not a folder"):
         list_datasets(tmp_path / "nope")
+    with pytest.raises(InputError, match=r"Received: data_dir='3'"):
+        list_datasets(3)
 
 
 def test_arrays_bad_split():

@@ -1,4 +1,4 @@
-"""Fuzzing `load_dataset` (issue 14): malformed `.npz` files and class folders.
+"""Fuzzing `load_dataset` (issue 14): malformed `.npz` files, class folders and arguments.
 
 Every case either loads, and then every split can be read to the end, or is
 refused with `InputError`; nothing else may escape, and a refused case writes
@@ -422,3 +422,41 @@ def test_fuzz_found_cases_stay_fixed(tmp_path, make_image_folder):
     with pytest.raises(InputError, match="truncated or corrupt"):
         read_idx(tmp_path / "short-idx3-ubyte")
     assert sorted(os.listdir(tmp_path)) == ["f", "r6.npz", "short-idx3-ubyte"]
+
+
+# ---------------------------------------------------------------------------- arguments
+
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-3, 300), st.floats(allow_nan=True),
+                      st.text(max_size=6), st.lists(st.integers(-1, 40), max_size=3),
+                      st.tuples(st.integers(-1, 40), st.integers(-1, 40)))
+
+
+ARGUMENTS = st.fixed_dictionaries({}, optional={
+    "validation_split": ANY_VALUE, "image_size": ANY_VALUE, "color_mode": ANY_VALUE,
+    "batch_size": ANY_VALUE, "seed": ANY_VALUE, "data_dir": ANY_VALUE})
+
+
+@settings(max_examples=40, **FAST)
+@given(args=ARGUMENTS)
+def test_fuzz_load_dataset_arguments(args, gray_npz):
+    """Any value of any argument: the dataset loads or the argument is an InputError."""
+    _fuzz_arguments(args, gray_npz)
+
+
+@pytest.mark.slow
+@settings(max_examples=600, deadline=None, database=None)
+@given(args=ARGUMENTS)
+def test_fuzz_load_dataset_arguments_many(args, gray_npz):
+    _fuzz_arguments(args, gray_npz)
+
+
+def _fuzz_arguments(args, gray_npz):
+    COUNTS["arguments_tried"] += 1
+    try:
+        bundle = load_dataset(gray_npz, **args)
+    except InputError as e:
+        COUNTS["arguments_refused"] += 1
+        assert "Received" in str(e)
+        return
+    COUNTS["arguments_loaded"] += 1
+    assert network_input_shape(bundle)[-1] in (1, 3)

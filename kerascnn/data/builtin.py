@@ -194,7 +194,8 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict[str, A
         from), `source_kind` (package, idx, tfds, download or missing),
         `available` (readable offline now), `size_bytes` (of the files found, or None).
     """
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+    if data_dir is not None and (not isinstance(data_dir, (str, os.PathLike))
+                                 or not Path(data_dir).expanduser().is_dir()):
         raise InputError(f"The data folder {str(data_dir)!r} does not exist or is not a folder; "
                          f"pass an existing folder as --data-dir. "
                          f"{received('data_dir', str(data_dir))}")

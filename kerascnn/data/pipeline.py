@@ -54,6 +54,9 @@ def _check_args(validation_split, image_size, color_mode, batch_size, data_dir, 
         raise InputError(f"color_mode must be one of {', '.join(_sources.COLOR_MODES)} or "
                          f"None. {received('color_mode', color_mode)}")
     if data_dir is not None:
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise InputError(f"data_dir must be a folder path or None. "
+                             f"{received('data_dir', data_dir)}")
         path = Path(data_dir).expanduser()
         if not path.is_dir():
             what = "is a file, not a folder" if path.exists() else "does not exist"
