@@ -213,7 +213,7 @@ def save_model(model: keras.Model, path: str | os.PathLike, *,
     if class_names is not None:
         info["class_names"] = [str(c) for c in class_names]
     if spec is not None:
-        info["spec"] = spec.to_dict() if hasattr(spec, "to_dict") else spec
+        info["spec"] = spec.to_dict() if isinstance(spec, CNNSpec) else spec
     info.setdefault("kerascnn_version", kerascnn.__version__)
     with atomic_path(path) as tmp:
         model.save(tmp)

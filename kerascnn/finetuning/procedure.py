@@ -223,6 +223,6 @@ def finetune(
         writer.write_manifest(
             seed=seed, dataset_fingerprint=bundle.fingerprint, command_line=command_line,
             kind="finetune", command="finetune", finetune=backbone_config,
-            dataset=bundle.describe() if hasattr(bundle, "describe") else bundle.source)
+            dataset=bundle.describe())
     return FinetuneResult(model=model, history=history.rows, metrics=metrics, output_dir=out,
                           config=config, backbone=backbone_config)

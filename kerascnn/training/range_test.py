@@ -203,7 +203,7 @@ def lr_find(
     batches = _batches(data, batch_size)
 
     saved_weights = [w.numpy() for w in net.weights] if net is model else None
-    loss = model.loss if is_model and getattr(model, "compiled", False) else None
+    loss = model.loss if is_model and model.compiled else None
     opt = make_optimizer(optimizer, float(start_lr), weight_decay=weight_decay)
     if loss is not None:
         net.compile(optimizer=opt, loss=loss)
