@@ -8,7 +8,8 @@ trains a fresh Keras model; whatever a trial leaves behind (graphs, traced
 functions, layers, callbacks) shows up as growth.
 
 - `growth`: RSS after the last trial / RSS after the early trial
-  (target <= 1.10; trial 5 vs trial 30, or 3 vs 10 with `--quick`)
+  (target <= 1.10 for trial 5 vs trial 30; `--quick` compares 3 and 10 and its
+  target does not apply: resident memory is still settling that early)
 
     python bench/memory.py [--quick] [--trials 30] [--early 5]
 """
@@ -116,7 +117,10 @@ def main(argv=None) -> dict:
                 rss_after_tune_mib=end_rss, rss_per_trial_mib=[round(r, 1) for r in rss],
                 seconds_per_trial=seconds / trials, quick=args.quick,
                 load_avg_1m=machine().get("load_avg_1m"),
-                targets={"growth": target("<=", 1.10)})
+                # 10 trials: RSS still jumps as caches fill (trial 3 is too early a base)
+                targets={"growth": target("<=", 1.10, unless=(
+                    "--quick: 10 trials, resident memory still settling; the claim is the "
+                    "30-trial run" if args.quick else None))})
 
 
 if __name__ == "__main__":

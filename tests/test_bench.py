@@ -215,7 +215,9 @@ def test_benchmarks_md_is_generated_from_the_recorded_results():
 
 
 # bench scripts whose --quick run fits the slow suite and whose targets hold on --quick
-CHECKED = ("efficiency", "pipeline")
+# on a shared machine (efficiency's wall-clock fraction and cores.py's cores busy follow
+# the machine's load; memory's target is for the 30-trial run)
+CHECKED = ("pipeline",)
 
 
 @pytest.mark.slow
