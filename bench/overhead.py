@@ -19,7 +19,9 @@ Throughput is images per second of the training epochs after the first (the
 first one traces the train step), validation included, timed by the same
 callback in all three. Images per CPU second (the process's CPU time, all
 threads) are reported beside them: on a machine whose cores other jobs share,
-wall-clock figures follow the scheduler, CPU time follows the work done. `ratio` = kerascnn / keras (target >= 0.97);
+wall-clock figures follow the scheduler, CPU time follows the work done; cores
+busy (CPU time / wall time) shows a run that left a core idle (issue 15).
+`ratio` = kerascnn / keras (target >= 0.97);
 `speedup_vs_keras_defaults` = kerascnn / keras_defaults. Without `--quick`,
 also `kerascnn.train(mixed_precision=True)` (mixed_bfloat16 on this CPU) and
 `kerascnn.train(jit=True)` (XLA) against kerascnn's float32 default.
@@ -147,7 +149,8 @@ def main() -> None:
 
     def run_kerascnn(**options) -> tuple[float, float, float]:
         timer = epoch_timer()
-        kerascnn.train(spec, dataset=bundle, epochs=epochs, output_dir=work / f"run{next(run_index)}",
+        kerascnn.train(spec, dataset=bundle, epochs=epochs,
+                       output_dir=work / f"run{next(run_index)}",
                        seed=0, callbacks=[timer], **options)
         return steady_images_per_second(timer, bundle.num_train)
 

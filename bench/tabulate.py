@@ -34,8 +34,8 @@ END = "<!-- END figures -->"
 # the order of the table, and the figures shown beside the targeted ones
 # cores_variants has its own section (render_variants), not rows in this table
 SECTIONED = ("cores_variants",)
-ORDER = ("cores", "cores_avx2", "efficiency", "overhead", "memory", "pipeline", "search", "search_sample",
-         "search_digits", "finetune", "predict_speed")
+ORDER = ("cores", "cores_avx2", "efficiency", "overhead", "memory", "pipeline", "search",
+         "search_sample", "search_digits", "finetune", "predict_speed")
 EXTRA: dict[str, tuple[str, ...]] = {
     "cores_avx2": ("kerascnn_median_images_per_s", "keras_median_images_per_s",
                    "kerascnn_median_cores_busy", "keras_median_cores_busy",
