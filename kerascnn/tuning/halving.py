@@ -12,10 +12,11 @@ a distributed worker trains whatever rung the chief hands it):
 
 Rungs (`default_rungs`): the first trains on 1/8 of the images (1/4 below
 20,000 images, more where that is under 40 batches) for one epoch, each next
-one on twice the images for one more epoch, up to all the images. Promotion is asynchronous (ASHA, Li et al. 2020):
-whenever a worker asks for a trial, the best candidate of a rung that is in
-the top third of that rung's finished trials, and has not been promoted yet,
-goes up one rung; otherwise a new candidate starts at the first rung.
+one on twice the images for one more epoch, up to all the images. Promotion
+is asynchronous (ASHA, Li et al. 2020): whenever a worker asks for a trial,
+the best candidate of a rung that is in the top third of that rung's
+finished trials, and has not been promoted yet, goes up one rung; otherwise
+a new candidate starts at the first rung.
 
 Time, not trial counts, sizes the search: the cost model
 (`kerascnn.tuning.cost`, calibrated by every finished trial) predicts each
