@@ -1,6 +1,6 @@
 """Allow ``python -m kerascnn``."""
 
-from kerascnn.cli import main
+from kerascnn.cli import run
 
 if __name__ == "__main__":
-    main(prog_name="kerascnn")
+    run()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import importlib.util
+import logging
 import os
 import platform
 import sys
@@ -214,11 +215,37 @@ class KerasCNNGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def run() -> None:
+    """The console entry point (`kerascnn`, `python -m kerascnn`): `main`, then a prompt exit.
+
+    Once TensorFlow is loaded, the interpreter's own teardown (collecting
+    TensorFlow's objects, joining its threads) can take 5-12 seconds on a busy
+    machine, which would break `tune --time-budget`'s promise. Everything kerascnn
+    writes is complete and on disk before `main` returns (files are written whole
+    and fsynced, logs and the terminal are flushed here), so the process then ends
+    with `os._exit`.
+    """
+    try:
+        main(prog_name="kerascnn")
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            click.echo(str(e.code), err=True)
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away, a closed stream
+            pass
+    os._exit(code)
+
+
 def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     """Library logs to stderr: INFO by default, DEBUG with -vv, WARNING with -q;
     TensorFlow's Python warnings only with -v."""
-    import logging
-
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     # TensorFlow's own Python warnings (AutoGraph, retracing) are shown with -v only
