@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,14 +42,9 @@ def _noise(stderr: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from kerascnn.data import builtin
-
-    path = tmp_path_factory.mktemp("terminal") / "tiny.npz"
-    with np.load(builtin.SAMPLE_PATH) as f:
-        np.savez(path, x_train=f["x_train"][:120], y_train=f["y_train"][:120],
-                 x_test=f["x_test"][:30], y_test=f["y_test"][:30])
-    return path
+def tiny(sample_npz) -> Path:
+    """Real Fashion-MNIST images from the bundled sample (conftest's `sample_npz`)."""
+    return sample_npz
 
 
 def test_train_prints_no_tensorflow_start_up_line(tiny, tmp_path):
