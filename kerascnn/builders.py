@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 import keras
 
 from kerascnn.analysis import Analysis, LayerInfo, analyze
+from kerascnn.batchnorm import fuse_batch_norm
 from kerascnn.checks import InputError
 from kerascnn.presets import get_preset
 from kerascnn.spec import CNNSpec, field_names
@@ -59,7 +60,8 @@ def build_cnn(spec: CNNSpec | str | dict | None = None, *,
         An uncompiled `keras.Model`. Layer names: `block{b}_conv{c}`,
         `block{b}_bn{c}`, `block{b}_act{c}`, `block{b}_pool`, `fc{k}`,
         `predictions`. The classifier runs in float32 under a mixed
-        precision policy.
+        precision policy. Batch norm trains on TensorFlow's fused kernel
+        (`kerascnn.batchnorm`; the layers are Keras's own).
 
     Raises:
         InputError: the spec is invalid, a feature map would shrink below 1
@@ -92,7 +94,9 @@ def build_cnn(spec: CNNSpec | str | dict | None = None, *,
         else:
             x = layer(x)
         tensors[info.name] = x
-    return keras.Model(inputs, x, name=name or "kerascnn")
+    model = keras.Model(inputs, x, name=name or "kerascnn")
+    fuse_batch_norm(model)
+    return model
 
 
 BATCH_NORM_MOMENTUM = 0.9

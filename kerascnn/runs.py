@@ -41,6 +41,7 @@ import keras
 
 import kerascnn
 from kerascnn import runtime
+from kerascnn.batchnorm import fuse_batch_norm
 from kerascnn.checks import InputError, received
 from kerascnn.files import (atomic_path, atomic_write_bytes, atomic_write_text, jsonable,
                             read_json, read_yaml, write_json, write_yaml)
@@ -269,7 +270,8 @@ def load_model(path: str | os.PathLike, *, compile: bool = True) -> keras.Model:
 
     Returns:
         The `keras.Model`. Its kerascnn metadata (class names, spec) is
-        available as `model.kerascnn_metadata`.
+        available as `model.kerascnn_metadata`. Its batch norm layers train
+        on TensorFlow's fused kernel (`kerascnn.batchnorm`).
 
     Raises:
         InputError: the file does not exist or is not a Keras model.
@@ -281,6 +283,7 @@ def load_model(path: str | os.PathLike, *, compile: bool = True) -> keras.Model:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise InputError(f"Could not load {str(path)!r} as a Keras model: {first}. "
                          f"{received('model', str(path))}") from None
+    fuse_batch_norm(model)  # training it again is as fast as the first time
     try:
         model.kerascnn_metadata = read_model_metadata(path)
     except AttributeError:
