@@ -71,12 +71,21 @@ def test_seeds_are_the_recipe_adapted_to_the_input():
     # 28x28 with padding searched: the keras.io convnet as it is ('valid'), then with BN
     space = SearchSpace((28, 28, 1), 10, padding=["same", "valid"], dropout=[0.0, 0.5],
                         batch_norm=[False, True], filters=[16, 32, 64])
-    bn, plain = seed_candidates(space)  # batch norm first
+    bn, plain, vgg = seed_candidates(space)  # batch norm first
     assert plain["padding"] == "valid" and plain["conv_blocks"] == 2
     assert plain["filters"] == 32 and plain["dropout"] == 0.5 and plain["batch_norm"] is False
     assert bn["batch_norm"] is True and bn["padding"] == "valid"
     spec = space.spec(space.values_from(plain))
     assert spec.filters == (32, 64) and spec.dense_units == ()
+    # the VGG-style net: two blocks of two convolutions, batch norm
+    assert (vgg["convs_per_block"], vgg["conv_blocks"], vgg["batch_norm"]) == (2, 2, True)
+    assert vgg["padding"] == "same" and vgg["dropout"] == 0.5
+    # the default space has batch norm in every trial: the plain convnet becomes the
+    # batch-norm one, which is not tried twice
+    default = SearchSpace((28, 28, 1), 10)
+    seeds = seed_candidates(default)
+    assert [s["convs_per_block"] for s in seeds] == [1, 2]
+    assert all(default.spec(default.values_from(s)).batch_norm for s in seeds)
     # 8x8 digits: 'valid' leaves no room for two blocks, 'same' does
     small = SearchSpace((8, 8, 1), 10, padding=["valid", "same"], conv_blocks=(1, 3))
     seeds = seed_candidates(small)

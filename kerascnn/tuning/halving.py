@@ -25,8 +25,10 @@ is not handed out (`skipped`). New candidates start only in the first
 `explore_share` of the search phase; the rest of it is for promotions.
 
 The first candidates are `seed_candidates`: the keras.io convnet (two
-convolution/pooling stages, dropout 0.5) with batch norm, then as it is, as close
-as the space allows and adapted to the input by the analysis (`same` padding
+convolution/pooling stages, dropout 0.5) with batch norm, then as it is, then
+the VGG-style net of Keras's small-image examples (two blocks of two 3x3
+convolutions, 32 then 64 filters, batch norm, dropout 0.5), each as close as
+the space allows and adapted to the input by the analysis (`same` padding
 where `valid` does not fit), so a search never ends below that recipe.
 """
 
@@ -102,9 +104,12 @@ def default_rungs(num_train: int, max_epochs: int, batch_size: int = 128,
 
 
 # The keras.io "simple MNIST convnet" (Conv 32, pool, Conv 64, pool, flatten,
-# dropout 0.5, softmax) with batch norm, then as it is. The batch-norm variant
-# goes first: where the budget allows a single trial, it is the better bet
-# (bench/recipe_ablation.py: batch norm helps the convnet on digits).
+# dropout 0.5, softmax) with batch norm, then as it is (where the space allows
+# no batch norm), then the VGG-style net (two 3x3 convolutions per block). The
+# batch-norm convnet goes first: where the budget allows a single trial, it is
+# the better bet (bench/recipe_ablation.py: batch norm helps the convnet on
+# digits); the VGG-style net has four times its MACs and more capacity for a
+# long final training.
 SEEDS: tuple[dict[str, Any], ...] = (
     {"conv_blocks": 2, "convs_per_block": 1, "filters": 32, "filters_growth": 2,
      "kernel_size": 3, "padding": "valid", "batch_norm": True, "pooling": "max",
@@ -114,7 +119,16 @@ SEEDS: tuple[dict[str, Any], ...] = (
      "kernel_size": 3, "padding": "valid", "batch_norm": False, "pooling": "max",
      "pool_size": 2, "head": "flatten", "dense_layers": 0, "dropout": 0.5,
      "learning_rate": 1e-3},
+    {"conv_blocks": 2, "convs_per_block": 2, "filters": 32, "filters_growth": 2,
+     "kernel_size": 3, "padding": "same", "batch_norm": True, "pooling": "max",
+     "pool_size": 2, "head": "flatten", "dense_layers": 0, "dropout": 0.5,
+     "learning_rate": 3e-3},
 )
+
+
+# searched values that say how a network trains, not what it is
+_TRAINING = ("learning_rate", "optimizer", "schedule", "label_smoothing",
+             "augmentation_strength")
 
 
 def _nearest(param, wanted: Any) -> Any:
@@ -145,7 +159,8 @@ def seed_candidates(space: SearchSpace, seeds: Sequence[Mapping[str, Any]] = SEE
 
     A seed the analysis rejects is adapted: `same` padding if `valid` does not
     fit, then fewer blocks. Seeds that cannot be adapted, or that come out
-    the same as an earlier one, are left out.
+    as the same network as an earlier one (whatever their training
+    settings), are left out.
     """
     out: list[dict[str, Any]] = []
     searched = {n: p for n, p in space.params.items() if p.searched}
@@ -159,7 +174,9 @@ def seed_candidates(space: SearchSpace, seeds: Sequence[Mapping[str, Any]] = SEE
             if space.check(full) is not None:
                 continue
             chosen = {n: full[n] for n in space.hp_names(full)}
-            if chosen not in out:
+            network = {n: v for n, v in chosen.items() if n not in _TRAINING}
+            if all({n: v for n, v in o.items() if n not in _TRAINING} != network
+                   for o in out):
                 out.append(chosen)
             break
     return out
