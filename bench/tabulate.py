@@ -34,8 +34,8 @@ END = "<!-- END figures -->"
 # the order of the table, and the figures shown beside the targeted ones
 # cores_variants has its own section (render_variants), not rows in this table
 SECTIONED = ("cores_variants",)
-ORDER = ("cores", "cores_avx2", "efficiency", "overhead", "memory", "pipeline", "search",
-         "search_sample", "search_digits", "finetune", "predict_speed")
+ORDER = ("cores", "cores_avx2", "efficiency", "batchnorm", "overhead", "memory", "pipeline",
+         "search", "search_sample", "search_digits", "finetune", "predict_speed")
 EXTRA: dict[str, tuple[str, ...]] = {
     "cores_avx2": ("kerascnn_median_images_per_s", "keras_median_images_per_s",
                    "kerascnn_median_cores_busy", "keras_median_cores_busy",
@@ -49,6 +49,7 @@ EXTRA: dict[str, tuple[str, ...]] = {
                  "keras_cores_busy", "kerascnn_images_per_s", "mixed_precision_speedup",
                  "jit_speedup"),
     "memory": ("mib_per_trial_second_half", "seconds_per_trial"),
+    "batchnorm": ("images",),
     "pipeline": ("pipeline_images_per_s", "train_images_per_s"),
     "search": ("kerascnn_test_accuracy", "recipe_test_accuracy", "candidates", "budget_seconds",
                "recipe_epochs"),

@@ -101,15 +101,21 @@ def test_best_third_is_promoted_with_its_fidelity_in_the_hyperparameters(tmp_pat
     space = SearchSpace((28, 28, 1), 10, **SPACE)
     seeds = seed_candidates(space)
     oracle = _oracle(tmp_path, space, FakeCost(), seeds=seeds)
+    # the seeds come first, at the last rung (no deadline: it fits)
+    assert len(seeds) == 2
+    for seed in seeds:
+        trial = oracle.create_trial(f"s{len(oracle.trials)}")
+        v = trial.hyperparameters.values
+        assert {k: v[k] for k in seed} == seed
+        assert (v["tuner/rung"], v["tuner/fraction"], v["tuner/epochs"]) == (2, 1.0, 3)
+        _finish(oracle, trial, 0.3)
     first = [oracle.create_trial(f"w{i}") for i in range(6)]
     values = [t.hyperparameters.values for t in first]
     assert all(v["tuner/rung"] == 0 and v["tuner/fraction"] == 0.25 and v["tuner/epochs"] == 1
                for v in values)
-    # the seeds come first
-    assert {k: values[0][k] for k in seeds[0]} == seeds[0]
-    assert {k: values[1][k] for k in seeds[1]} == seeds[1]
-    # six distinct candidates, each valid
-    assert len({oracle._compute_values_hash(v) for v in values}) == 6
+    # six distinct candidates, none a seed again, each valid
+    hashes = {oracle._compute_values_hash(v) for v in values}
+    assert len(hashes) == 6 and not hashes & {oracle._compute_values_hash(s) for s in seeds}
     assert all(space.check(space.values_from(v)) is None for v in values)
     scores = [0.5, 0.9, 0.6, 0.8, 0.7, 0.4]
     for trial, score in zip(first, scores):
@@ -129,8 +135,23 @@ def test_best_third_is_promoted_with_its_fidelity_in_the_hyperparameters(tmp_pat
     # nothing else qualifies yet: a new candidate starts at rung 0
     assert oracle.create_trial("u").hyperparameters.values["tuner/rung"] == 0
     # the measured seconds of finished trials calibrate the cost model
-    assert len(oracle.cost.observed) == 6
-    assert {o[1] for o in oracle.cost.observed} == {250}
+    assert len(oracle.cost.observed) == 8
+    assert sorted({o[1] for o in oracle.cost.observed}) == [250, 1000]
+
+
+def test_a_seed_trains_at_the_highest_rung_that_takes_a_quarter_of_the_time_left(tmp_path):
+    space = SearchSpace((28, 28, 1), 10, **SPACE)
+    seeds = seed_candidates(space)
+    params = analyze(space.spec(space.values_from(seeds[0]))).total_params
+    # 1 s per 1,000 images per ~params parameters: rung 0 = 0.25 s, rung 1 = 1 s, rung 2 = 3 s
+    oracle = _oracle(tmp_path, space, FakeCost(per_second=params), seeds=seeds,
+                     deadline=time.time() + 6)  # a quarter: 1.5 s, so rung 1
+    v = oracle.create_trial("s0").hyperparameters.values
+    assert v["tuner/rung"] == 1 and v["tuner/predicted_seconds"] == pytest.approx(1.0, abs=0.01)
+    # no rung above the first is that short: the seed is screened like any candidate
+    oracle = _oracle(tmp_path / "b", space, FakeCost(per_second=params), seeds=seeds,
+                     deadline=time.time() + 2)
+    assert oracle.create_trial("s0").hyperparameters.values["tuner/rung"] == 0
 
 
 def test_candidates_that_cannot_finish_in_time_are_skipped(tmp_path):

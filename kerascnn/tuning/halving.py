@@ -29,7 +29,10 @@ convolution/pooling stages, dropout 0.5) with batch norm, then as it is, then
 the VGG-style net of Keras's small-image examples (two blocks of two 3x3
 convolutions, 32 then 64 filters, batch norm, dropout 0.5), each as close as
 the space allows and adapted to the input by the analysis (`same` padding
-where `valid` does not fit), so a search never ends below that recipe.
+where `valid` does not fit). A seed skips the screening rungs: it trains at
+the highest rung that takes at most a quarter of the search's time left, so it
+is compared with the finalists at their fidelity and a search does not end
+below that recipe.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 FACTOR = 3  # the best 1/FACTOR of a rung go up
 EXPLORE_SHARE = 0.65
+SEED_SHARE = 0.25  # a seed trains at the highest rung that takes at most this share of the time left
 MIN_STEPS = 40  # training batches of a first-rung trial, at least (where the epochs allow)
 RUNGS = 4
 # fidelity keys in a trial's hyperparameter values
@@ -301,9 +305,9 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
                  for t in self.trials.values()}
         for seed in self.seeds:
             if self._compute_values_hash(seed) not in tried:
-                predicted = self.predict(seed, self.rungs[0])
+                index, predicted = self._seed_rung(seed)
                 if self._fits(predicted):
-                    return self._values(seed, 0, predicted)
+                    return self._values(seed, index, predicted)
                 self.skipped += 1
         for _ in range(_NEW_CANDIDATE_TRIES):
             values = self._random_values()
@@ -316,6 +320,24 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
             logger.debug("skipped a candidate: %.0fs predicted at the first rung, too long for "
                          "the time left", predicted)
         return None
+
+    def _seed_rung(self, values: Mapping[str, Any]) -> tuple[int, float]:
+        """The rung a seed starts at, and its predicted seconds there.
+
+        A seed is known to be good: it skips the screening of the first rungs
+        and trains at the highest rung that takes at most `SEED_SHARE` of the
+        search phase's time left, so that its score is comparable with the
+        finalists' (a seed screened at the first rung, a few dozen steps, loses
+        to smaller networks that learn faster and can be dropped, and the search
+        can then end below the recipe it was seeded with). The first rung when
+        none is that short.
+        """
+        left = None if self.deadline is None else self.deadline - time.time()
+        for index in range(len(self.rungs) - 1, 0, -1):
+            predicted = self.predict(values, self.rungs[index])
+            if left is None or predicted <= SEED_SHARE * left:
+                return index, predicted
+        return 0, self.predict(values, self.rungs[0])
 
     def _compute_values_hash(self, values):
         # a candidate is the same network whatever rung it trains at
