@@ -184,10 +184,16 @@ def test_promotions_that_cannot_finish_are_skipped_and_the_search_stops(tmp_path
     trials = [oracle.create_trial(f"w{i}") for i in range(3)]
     for trial, score in zip(trials, (0.3, 0.2, 0.1)):
         _finish(oracle, trial, score)
-    oracle.started = time.time() - 3600  # exploring is over: promotions only
-    oracle.deadline = time.time() + 60  # rung 1 takes far longer than a minute
-    assert oracle.create_trial("p").status == "STOPPED"
+    # rung 1 takes far longer than the minute left: the promotion is skipped and
+    # a new first-rung candidate (a second at most) uses the time instead
+    oracle.deadline = time.time() + 60
+    new = oracle.create_trial("n")
+    assert new.status == "RUNNING" and new.hyperparameters.values["tuner/rung"] == 0
     assert oracle.skipped == 1
+    _finish(oracle, new, 0.05)
+    # nothing fits any more: the search stops
+    oracle.deadline = time.time() + 0.01
+    assert oracle.create_trial("p").status == "STOPPED"
 
 
 def test_budget_phases():

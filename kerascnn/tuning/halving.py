@@ -21,8 +21,10 @@ a new candidate starts at the first rung.
 Time, not trial counts, sizes the search: the cost model
 (`kerascnn.tuning.cost`, calibrated by every finished trial) predicts each
 trial's seconds, and a trial that cannot finish before the search's deadline
-is not handed out (`skipped`). New candidates start only in the first
-`explore_share` of the search phase; the rest of it is for promotions.
+is not handed out (`skipped`). Promotions come first; whenever none is
+eligible or fits, a new candidate starts, so the search uses its whole phase
+(a first-rung trial is seconds; its architecture counts even where the time
+left cannot take it further).
 
 The first candidates are `seed_candidates`: the keras.io convnet (two
 convolution/pooling stages, dropout 0.5) with batch norm, then as it is, then
@@ -52,7 +54,6 @@ from kerascnn.tuning.oracles import KerasCNNOracle
 logger = logging.getLogger(__name__)
 
 FACTOR = 3  # the best 1/FACTOR of a rung go up
-EXPLORE_SHARE = 0.65
 SEED_SHARE = 0.25  # a seed trains at the highest rung that takes at most this share of the time left
 MIN_STEPS = 40  # training batches of a first-rung trial, at least (where the epochs allow)
 RUNGS = 4
@@ -197,10 +198,6 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
         train_images: callable(fraction) -> int. Training images of a fraction.
         validation_images: int. Images validated after every epoch.
         seeds: list of dict. Searched values of the first candidates.
-        started: float. `time.time()` when the search phase started.
-            Defaults to now.
-        explore_share: float. Share of the search phase in which new
-            candidates start. Defaults to `EXPLORE_SHARE`.
         factor: int. The best 1/factor of a rung are promoted.
             Defaults to 3.
         **kwargs: `KerasCNNOracle` and keras-tuner `Oracle` arguments
@@ -209,7 +206,6 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
 
     def __init__(self, *, rungs: Sequence[Rung], cost, train_images: Callable[[float], int],
                  validation_images: int, seeds: Sequence[Mapping[str, Any]] = (),
-                 started: Optional[float] = None, explore_share: float = EXPLORE_SHARE,
                  factor: int = FACTOR, **kwargs):
         super().__init__(**kwargs)
         self.rungs = tuple(rungs)
@@ -217,8 +213,6 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
         self.train_images = train_images
         self.validation_images = int(validation_images)
         self.seeds = [dict(s) for s in seeds]
-        self.started = time.time() if started is None else started
-        self.explore_share = explore_share
         self.factor = factor
         self.skipped = 0
         self._observed: set[str] = set()
@@ -273,12 +267,6 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
                 if trial.trial_id not in promoted:
                     yield trial, index + 1
 
-    def _exploring(self) -> bool:
-        if self.deadline is None:
-            return True
-        phase = self.deadline - self.started
-        return time.time() < self.started + self.explore_share * phase
-
     def propose(self, trial_id):
         self._calibrate()
         for parent, index in self._promotions():
@@ -290,11 +278,9 @@ class SuccessiveHalvingOracle(KerasCNNOracle, oracle_module.Oracle):
             self.skipped += 1
             logger.debug("not promoting trial %s to rung %d: %.0fs predicted, too long for "
                          "the time left", parent.trial_id, index, predicted)
-        started_here = any(t.hyperparameters.values.get(RUNG) == 0 for t in self.trials.values())
-        if self._exploring() or not started_here:
-            values = self._new_candidate()
-            if values is not None:
-                return {"status": "RUNNING", "values": values}
+        values = self._new_candidate()
+        if values is not None:
+            return {"status": "RUNNING", "values": values}
         if self.ongoing_trials:
             return {"status": "IDLE", "values": None}
         return {"status": "STOPPED", "values": None}

@@ -341,7 +341,7 @@ def tune(
                         leader_every=LEADER_EVERY if budget is None else max(
                             LEADER_EVERY, 0.1 * budget.search_share * budget.total))
     kt_tuner = make_tuner(tuner, hypermodel, deadline=search_end, reporter=reporter,
-                          keep_checkpoints=keep_checkpoints, distributed=dist, started=started,
+                          keep_checkpoints=keep_checkpoints, distributed=dist,
                           **tuner_options)
     oracle = kt_tuner.oracle
     if resuming:

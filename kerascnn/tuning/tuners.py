@@ -159,7 +159,7 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
                max_failed_trials: int = 3, reporter: Optional[Callable] = None,
                keep_checkpoints: Optional[int] = None,
                distributed: Optional[DistributedConfig] = None, cost=None,
-               validation_images: int = 0, started: Optional[float] = None):
+               validation_images: int = 0):
     """A keras-tuner tuner over a `CNNHyperModel` that never trains an invalid candidate.
 
     Args:
@@ -181,7 +181,6 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
         cost: `kerascnn.tuning.cost.CostModel` (halving): predicts each
             trial's seconds, calibrated by the finished ones.
         validation_images: int. Images validated after every epoch (halving).
-        started: float. `time.time()` when the search phase started (halving).
 
     Returns:
         A keras-tuner `Tuner`; call `.search(train, validation_data=..., ...)`.
@@ -202,7 +201,7 @@ def make_tuner(name: str, hypermodel, *, max_trials: int = 10, epochs: int = 8,
         oracle = SuccessiveHalvingOracle(
             rungs=default_rungs(fidelity.num_train, epochs, fidelity.batch_size), cost=cost,
             train_images=fidelity.size, validation_images=validation_images,
-            seeds=seed_candidates(space), started=started, max_trials=max_trials, **common)
+            seeds=seed_candidates(space), max_trials=max_trials, **common)
     elif name == "hyperband":
         # hyperband_iterations is left unbounded: max_trials is the cap
         oracle = HyperbandOracle(max_epochs=epochs, factor=3, hyperband_iterations=10**6,
