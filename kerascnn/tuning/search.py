@@ -8,7 +8,8 @@ The budget is a contract (`kerascnn.tuning.budget`): the call ends within
    fraction of the training images, the best third promoted to more data and
    epochs, every trial sized in seconds predicted by the cost model
    (`kerascnn.tuning.cost`) and skipped when it cannot finish in time. The
-   first candidates are the keras.io convnet and its batch-norm variant.
+   first candidates are known-good seeds (the keras.io convnet with batch
+   norm, a VGG-style net), trained at the highest rung that fits.
    Every candidate the analysis rejects is resampled (no wasted trial).
    keras-tuner's `hyperband`, `bayesian`, `random` and `grid` remain.
 2. **Final training** (the rest): the winner trained again on train +
