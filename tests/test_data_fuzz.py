@@ -421,7 +421,23 @@ def test_fuzz_found_cases_stay_fixed(tmp_path, make_image_folder):
     (tmp_path / "short-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00")
     with pytest.raises(InputError, match="truncated or corrupt"):
         read_idx(tmp_path / "short-idx3-ubyte")
-    assert sorted(os.listdir(tmp_path)) == ["f", "r6.npz", "short-idx3-ubyte"]
+    # GIF files read as grayscale or RGBA (TensorFlow decodes GIF to RGB only): the
+    # pipeline raised "channels must be 0 or 3 for GIF" at the first batch
+    gifs = tmp_path / "g"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (gifs / c).mkdir(parents=True)
+        # animated (the first frame is read), then mixed sizes: decoded in the pipeline
+        (gifs / c / "00.gif").write_bytes(_image_bytes("P", "GIF", (8, 6), rng, frames=3))
+        for i, size in enumerate(((5, 9), (8, 6), (5, 9))):
+            (gifs / c / f"{i + 1:02d}.png").write_bytes(_image_bytes("L", "PNG", size, rng))
+    for color_mode, channels in (("grayscale", 1), ("rgba", 4)):
+        bundle = load_dataset(gifs, color_mode=color_mode, image_size=6, validation_split=0.0)
+        x, _ = bundle.arrays("train")
+        assert x.shape[1:] == tuple(bundle.input_shape) and x.shape[-1] == channels
+        batch, _ = next(iter(bundle.train))
+        assert tuple(batch.shape[1:]) == tuple(bundle.input_shape)
+    assert sorted(os.listdir(tmp_path)) == ["f", "g", "r6.npz", "short-idx3-ubyte"]
 
 
 # ---------------------------------------------------------------------------- arguments

@@ -67,8 +67,22 @@ class FilePool:
                         self.shape)
 
     def _decode(self, path):
-        return tf.io.decode_image(tf.io.read_file(path), channels=self.channels,
-                                  expand_animations=False)
+        data = tf.io.read_file(path)
+        channels = self.channels
+        if channels == 3:
+            return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+        def gif():  # TensorFlow decodes GIF to RGB only: convert as for the other formats
+            rgb = tf.io.decode_image(data, channels=3, expand_animations=False)
+            if channels == 1:  # ITU-R 601-2 luma, as Pillow and kerascnn.images
+                return tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(rgb, tf.float32))),
+                               tf.uint8)
+            alpha = tf.fill(tf.concat([tf.shape(rgb)[:2], [1]], 0), tf.constant(255, tf.uint8))
+            return tf.concat([rgb, alpha], -1)
+
+        return tf.cond(tf.strings.substr(data, 0, 3) == "GIF", gif,
+                       lambda: tf.io.decode_image(data, channels=channels,
+                                                  expand_animations=False))
 
     def undecodable(self) -> np.ndarray:
         """Positions of the files TensorFlow cannot decode as the pipeline will.
