@@ -72,7 +72,7 @@ def _fused_call(self, inputs, training=None, mask=None):
     beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
     y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
         x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True)
-    n = tf.cast(tf.size(x) // channels, "float32")
+    n = tf.cast(tf.size(x, out_type=tf.int64) // channels, "float32")
     variance = variance * tf.maximum(n - 1.0, 0.0) / n  # biased, as Keras's moving variance
     momentum = self.momentum
     self.moving_mean.assign(tf.cast(self.moving_mean, "float32") * momentum

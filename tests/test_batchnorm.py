@@ -1,13 +1,12 @@
 """`kerascnn.batchnorm`: Keras's BatchNormalization, trained on TensorFlow's fused kernel."""
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from kerascnn import build_cnn  # noqa: E402
-from kerascnn.batchnorm import fuse_batch_norm  # noqa: E402
-from kerascnn.runs import load_model  # noqa: E402
+from kerascnn import build_cnn
+from kerascnn.batchnorm import fuse_batch_norm
+from kerascnn.runs import load_model
 
 
 def _pair(input_shape, **bn):

@@ -131,11 +131,6 @@ SEEDS: tuple[dict[str, Any], ...] = (
 )
 
 
-# searched values that say how a network trains, not what it is
-_TRAINING = ("learning_rate", "optimizer", "schedule", "label_smoothing",
-             "augmentation_strength")
-
-
 def _nearest(param, wanted: Any) -> Any:
     """The value of a searched entry closest to `wanted` (its default if none is close)."""
     if param.kind == "choice":
@@ -179,9 +174,8 @@ def seed_candidates(space: SearchSpace, seeds: Sequence[Mapping[str, Any]] = SEE
             if space.check(full) is not None:
                 continue
             chosen = {n: full[n] for n in space.hp_names(full)}
-            network = {n: v for n, v in chosen.items() if n not in _TRAINING}
-            if all({n: v for n, v in o.items() if n not in _TRAINING} != network
-                   for o in out):
+            network = space.spec(full)  # the spec has no training settings (rate, ...)
+            if all(space.spec(space.values_from(o)) != network for o in out):
                 out.append(chosen)
             break
     return out
