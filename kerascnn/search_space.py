@@ -360,6 +360,9 @@ class SearchSpace:
         self.max_macs = max_macs
         self.params: dict[str, Param] = {n: parse_param(n, space.get(n)) for n in DEFAULT_SPACE}
         strength = self.params["augmentation_strength"]
+        # augmentation the user chose (a list, or a strength): the final training
+        # then trains exactly as the trials did (kerascnn.tuning.final)
+        self.augmentation_chosen = augmentation is not None or "augmentation_strength" in space
         if augmentation is None:
             augmentation = [dict(e) for e in DEFAULT_AUGMENTATION] \
                 if strength.searched or strength.default else []

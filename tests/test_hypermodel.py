@@ -262,6 +262,37 @@ def test_build_matches_the_analysis():
         hm.build(bad)
 
 
+def test_the_final_training_adds_a_mild_shift_unless_the_space_chose_augmentation():
+    import dataclasses
+
+    import keras
+
+    from kerascnn.tuning.final import FINAL_AUGMENTATION
+    from kerascnn.tuning.hypermodel import CNNHyperModel
+    from kerascnn.tuning.search import final_spec
+
+    assert FINAL_AUGMENTATION == ({"name": "translation", "factor": 0.05},)
+    values = {"conv_blocks": 2, "convs_per_block": 1, "filters": 16, "dense_layers": 0,
+              "dropout": 0.5, "learning_rate": 3e-3}
+    default = SearchSpace((28, 28, 1), 10)
+    assert not default.augmentation_chosen
+    spec = final_spec(default, default.values_from(values))
+    assert spec.augmentation == FINAL_AUGMENTATION
+    assert dataclasses.replace(spec, augmentation=()) == default.spec(default.values_from(values))
+    # the model of that spec shifts while training, and only then
+    model = CNNHyperModel((28, 28, 1), 10, seed=0).network(spec)
+    assert any(isinstance(layer, keras.layers.RandomTranslation) for layer in model.layers)
+    # a strength in the space, even 0, or a list of entries: the trials' augmentation stays
+    for chosen in (SearchSpace((28, 28, 1), 10, augmentation_strength=0.0),
+                   SearchSpace((28, 28, 1), 10, augmentation_strength=1.0),
+                   SearchSpace((28, 28, 1), 10, augmentation=[{"name": "flip"}],
+                               augmentation_strength=[0.0, 1.0])):
+        assert chosen.augmentation_chosen
+        for strength in chosen.params["augmentation_strength"].all_values():
+            trial_values = chosen.values_from({**values, "augmentation_strength": strength})
+            assert final_spec(chosen, trial_values) == chosen.spec(trial_values)
+
+
 def cycled_peak(model) -> float:
     return float(model.optimizer._learning_rate.warmup_target)
 

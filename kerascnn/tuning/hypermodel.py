@@ -112,10 +112,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
             raise keras_tuner.errors.FailedTrialError(
                 f"Candidate rejected by the analysis (no model built): {reason}")
         spec = self.space.spec(values)
-        layers = list(self.preprocessing()) if self.preprocessing else []
-        layers += augmentation_layers(spec.augmentation, 1.0, seed=self.seed)
-        model = build_cnn(spec, preprocessing=layers or None,
-                          raw_input_shape=self.raw_input_shape)
+        model = self.network(spec)
         extra = hp.values
         epochs = int(extra.get("tuner/epochs", self.epochs)) - int(
             extra.get("tuner/initial_epoch", 0))
@@ -127,6 +124,13 @@ class CNNHyperModel(keras_tuner.HyperModel):
         compile_trial(model, spec, optimizer=values["optimizer"], learning_rate=learning_rate,
                       label_smoothing=values["label_smoothing"])
         return model
+
+    def network(self, spec: CNNSpec) -> keras.Model:
+        """The uncompiled model of `spec`: this search's preprocessing, then its augmentation."""
+        layers = list(self.preprocessing()) if self.preprocessing else []
+        layers += augmentation_layers(spec.augmentation, 1.0, seed=self.seed)
+        return build_cnn(spec, preprocessing=layers or None,
+                         raw_input_shape=self.raw_input_shape)
 
     def fit(self, hp, model, *args, **kwargs):
         """Keras's `fit`, on the trial's fraction of the training images."""

@@ -34,6 +34,7 @@ runs on the chief; workers train whatever rung it hands them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import shutil
@@ -54,10 +55,11 @@ from kerascnn.distributed import resolve
 from kerascnn.files import read_json, write_json, write_yaml
 from kerascnn.runs import manifest
 from kerascnn.search_space import SearchSpace
+from kerascnn.spec import CNNSpec
 from kerascnn.tuning.budget import Budget
 from kerascnn.tuning.cost import CostModel
 from kerascnn.tuning.fidelity import Subsets
-from kerascnn.tuning.final import final_train
+from kerascnn.tuning.final import FINAL_AUGMENTATION, final_train
 from kerascnn.tuning.halving import observe_trials
 from kerascnn.tuning.hypermodel import CNNHyperModel, compile_trial
 from kerascnn.tuning.leaderboard import Reporter, leaderboard_rows, write_leaderboard
@@ -444,6 +446,15 @@ def _search(kt_tuner, bundle, project_dir: Path, *, epochs: int, patience: int,
                         callbacks=callbacks, verbose=1 if verbose and verbose > 0 else 0)
 
 
+def final_spec(space: SearchSpace, values: Mapping[str, Any]) -> CNNSpec:
+    """The spec the final training trains: the winner's, with `FINAL_AUGMENTATION`
+    when the space chose no augmentation (a user's choice, even none, is kept)."""
+    spec = space.spec(values)
+    if spec.augmentation or space.augmentation_chosen:
+        return spec
+    return dataclasses.replace(spec, augmentation=FINAL_AUGMENTATION)
+
+
 def _final_phase(best, best_writer: BestWriter, hypermodel, bundle, budget: Optional[Budget],
                  cost: CostModel, final_dir: Path, *, seed: int):
     """Train the winner until the budget's final phase ends (`kerascnn.tuning.final`).
@@ -461,10 +472,9 @@ def _final_phase(best, best_writer: BestWriter, hypermodel, bundle, budget: Opti
             "final_model_reason": "no time budget, so no final training was sized"}
     space = hypermodel.space
     values = space.values_from(best.hyperparameters.values)
-    spec = space.spec(values)
-    hp = best.hyperparameters.copy()
+    spec = final_spec(space, values)
     result = final_train(
-        lambda: hypermodel.build(hp), search_model, bundle, directory=final_dir,
+        lambda: hypermodel.network(spec), search_model, bundle, directory=final_dir,
         deadline=budget.final_end, cost=cost, analysis=analyze(spec),
         learning_rate=float(values["learning_rate"]), optimizer=values["optimizer"],
         schedule="linear" if values["schedule"] == "constant" else "one-cycle", seed=seed,
@@ -474,10 +484,12 @@ def _final_phase(best, best_writer: BestWriter, hypermodel, bundle, budget: Opti
             model, spec, optimizer=values["optimizer"],
             learning_rate=float(values["learning_rate"]),
             label_smoothing=values["label_smoothing"]))
+    metrics = result.metrics()
+    metrics["final_training"]["augmentation"] = [dict(e) for e in spec.augmentation]
     if result.chosen == "final" and result.model is not None:
         del search_model
-        return plain_compile(result.model, values), result.metrics()
-    return search_model, result.metrics()
+        return plain_compile(result.model, values), metrics
+    return search_model, metrics
 
 
 def _read_budget_state(project_dir: Path) -> dict[str, Any]:
