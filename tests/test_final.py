@@ -22,7 +22,7 @@ from kerascnn.data import load_dataset
 from kerascnn.spec import CNNSpec
 from kerascnn.training import compile_model
 from kerascnn.tuning.cost import CostModel
-from kerascnn.tuning.final import (RESULT_FILE, ClockSchedule, final_train, learning_rate_at,
+from kerascnn.tuning.final import (RESULT_FILE, ClockSchedule, choose_winner, final_train, learning_rate_at,
                                    merged_training_data, split_validation)
 
 SPEC = CNNSpec(input_shape=(12, 12, 1), num_classes=3, conv_blocks=1, convs_per_block=1,
@@ -88,6 +88,33 @@ def test_clock_schedule_stops_at_max_epochs_with_the_rate_at_its_end(bundle):
     model.fit(bundle.train, epochs=3, verbose=0, callbacks=[clock])
     assert clock.progress == 1.0
     assert float(model.optimizer.learning_rate) == 0.0
+
+
+def _row(trial_id, score, macs, rung=2, status="COMPLETED", rung_epochs=6):
+    return {"trial_id": trial_id, "score": score, "macs": macs, "rung": rung,
+            "status": status, "rung_epochs": rung_epochs}
+
+
+def test_choose_winner_prefers_a_larger_network_the_validation_split_cannot_tell_apart():
+    # 600 validation images at 0.87: one standard error is 1.4 points
+    rows = [_row("small", 0.870, 577_024), _row("vgg", 0.8667, 18_320_512),
+            _row("big_but_worse", 0.850, 90_000_000), _row("lower_rung", 0.869, 50_000_000, 1),
+            _row("failed", 0.871, 60_000_000, status="FAILED")]
+    many = lambda row: 40.0  # noqa: E731
+    winner, why = choose_winner(rows, validation_images=600, final_epochs=many)
+    assert winner["trial_id"] == "vgg"
+    assert why.startswith("trial vgg (0.8667 validation accuracy, 18,320,512 MACs per image) "
+                          "is trained rather than the leader, trial small (0.8700")
+    assert "one standard error is 1.4 points" in why
+    # 20,000 images tell them apart (0.24 points against 0.33): the leader stays
+    assert choose_winner(rows, validation_images=20_000, final_epochs=many) == (rows[0], None)
+    # a larger network the final phase could not train longer than its trial: the leader
+    few = lambda row: 40.0 if row["trial_id"] == "small" else 6.0  # noqa: E731
+    assert choose_winner(rows, validation_images=600, final_epochs=few) == (rows[0], None)
+    # the leader is already the largest of its ties, or has no score
+    assert choose_winner(rows[1:3], validation_images=600, final_epochs=many)[1] is None
+    assert choose_winner([_row("x", None, 1)], validation_images=600,
+                         final_epochs=many)[1] is None
 
 
 def test_split_validation_and_merged_data(bundle):

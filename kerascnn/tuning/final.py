@@ -18,6 +18,13 @@ that winner. The better one becomes the search's result.
   images, and a shift by up to 5% of the image (`FINAL_AUGMENTATION`) then
   helps. The search adds it (`kerascnn.tuning.search`) unless the space
   chose its own augmentation (then the final trains as the trials did).
+- **Which trial.** The leaderboard ranks the trials of the highest rung by
+  validation accuracy after a few epochs; the final training runs many more,
+  and small networks learn fastest in few epochs. So among the trials of
+  the leader's rung whose scores the validation split cannot tell from the
+  leader's (within one standard error of its accuracy), the one with the
+  most multiply-accumulates per image is trained (`choose_winner`), if the
+  final phase can train it for more epochs than its trial had.
 - **A fair comparison.** The validation split chose the winner, so it cannot
   judge it afterwards without bias, and data the final model trained on cannot
   judge it at all. The validation split is therefore cut in two (every other
@@ -45,7 +52,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -223,6 +230,43 @@ class ClockSchedule(keras.callbacks.Callback):
                     format_duration(now - self._t0),
                     format_duration(max(now, self.end) - self._t0), epoch + 1,
                     learning_rate_at(self.progress, self.peak, self.schedule))
+
+
+def choose_winner(rows: Sequence[Mapping[str, Any]], *, validation_images: int,
+                  final_epochs: Callable[[Mapping[str, Any]], float]
+                  ) -> tuple[Mapping[str, Any], Optional[str]]:
+    """The leaderboard row the final training trains, and why when it is not the leader.
+
+    Args:
+        rows: the leaderboard's rows, best first (`kerascnn.tuning.leaderboard`).
+        validation_images: int. Size of the validation split that scored them.
+        final_epochs: callable(row) -> float. Epochs the final phase can train
+            that row's network for (the cost model's prediction).
+
+    Returns:
+        `(row, reason)`: the leader and None, or a larger network the
+        validation split cannot tell from the leader and the sentence saying so.
+    """
+    leader = rows[0]
+    score = leader.get("score")
+    if score is None or not validation_images:
+        return leader, None
+    margin = math.sqrt(max(0.0, score * (1.0 - score)) / validation_images)
+    ties = [row for row in rows
+            if row.get("status") == "COMPLETED" and row.get("rung") == leader.get("rung")
+            and row.get("score") is not None and row["score"] >= score - margin
+            and (row.get("macs") or 0) > (leader.get("macs") or 0)
+            and final_epochs(row) > float(row.get("rung_epochs") or row.get("epochs") or 0)]
+    if not ties:
+        return leader, None
+    pick = max(ties, key=lambda row: (row["macs"], row["score"]))
+    reason = (f"trial {pick['trial_id']} ({pick['score']:.4f} validation accuracy, "
+              f"{pick['macs']:,} MACs per image) is trained rather than the leader, trial "
+              f"{leader['trial_id']} ({score:.4f}, {leader.get('macs') or 0:,} MACs): "
+              f"{validation_images} validation images cannot tell them apart (one standard "
+              f"error is {100 * margin:.1f} points), and the final training's longer schedule "
+              f"favours the larger network")
+    return pick, reason
 
 
 def split_validation(validation, num_validation: int, batch_size: int):

@@ -42,7 +42,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import keras
 
@@ -59,7 +59,7 @@ from kerascnn.spec import CNNSpec
 from kerascnn.tuning.budget import Budget
 from kerascnn.tuning.cost import CostModel
 from kerascnn.tuning.fidelity import Subsets
-from kerascnn.tuning.final import FINAL_AUGMENTATION, final_train
+from kerascnn.tuning.final import FINAL_AUGMENTATION, choose_winner, final_train
 from kerascnn.tuning.halving import observe_trials
 from kerascnn.tuning.hypermodel import CNNHyperModel, compile_trial
 from kerascnn.tuning.leaderboard import Reporter, leaderboard_rows, write_leaderboard
@@ -378,15 +378,19 @@ def tune(
         reason = oracle.failed_out or "no trial completed"
         raise RuntimeError(f"No trial completed ({reason}); see "
                            f"{project_dir / 'leaderboard.json'}.")
-    best = oracle.trials[leader["trial_id"]]
-    final_dir = project_dir / FINAL_DIR
-    if state.get("winner") not in (None, best.trial_id) and final_dir.exists():
-        shutil.rmtree(final_dir)  # trained for an earlier winner: not this search's answer
-    best_writer.write_checkpoint(best, leader)  # the result until a better one is trained
-    _write_budget_state(project_dir, budget, "final", winner=best.trial_id)
     cost = getattr(oracle, "cost", None) or tuner_options["cost"]
     observe_trials(cost, oracle.trials.values(), search_space, fidelity.size,
                    int(bundle.num_validation), getattr(oracle, "_observed", set()))
+    winner, why = _winner(rows, leader, oracle, search_space, cost, bundle, budget, state,
+                          has_weights=lambda tid: Path(best_writer.checkpoint(tid)).is_file())
+    if why:
+        logger.info("Final training: %s.", why)
+    best = oracle.trials[winner["trial_id"]]
+    final_dir = project_dir / FINAL_DIR
+    if state.get("winner") not in (None, best.trial_id) and final_dir.exists():
+        shutil.rmtree(final_dir)  # trained for an earlier winner: not this search's answer
+    best_writer.write_checkpoint(best, winner)  # the result until a better one is trained
+    _write_budget_state(project_dir, budget, "final", winner=best.trial_id, winner_reason=why)
     if budget is not None:  # keep time to test the result and write it (load included)
         budget.after_final = AFTER_FINAL_SECONDS + cost.predict(
             analyze(search_space.spec(search_space.values_from(best.hyperparameters.values))),
@@ -396,12 +400,12 @@ def tune(
     final_model = final_metrics["final_model"]
     metrics = best_writer.finish(model, best, {
         "val_accuracy": None if best.score is None else float(best.score),
-        "trial_id": best.trial_id, "params": leader.get("params"), "macs": leader.get("macs"),
-        **final_metrics}, bundle.test)
+        "trial_id": best.trial_id, "params": winner.get("params"), "macs": winner.get("macs"),
+        "winner_reason": why, **final_metrics}, bundle.test)
     del model
     keras.backend.clear_session()
     gc.collect()
-    _write_budget_state(project_dir, budget, "done", winner=best.trial_id)
+    _write_budget_state(project_dir, budget, "done", winner=best.trial_id, winner_reason=why)
     seconds = time.time() - started
     figures = {"skipped_candidates": getattr(oracle, "skipped", 0),
                "rejected_candidates": oracle.rejected,
@@ -444,6 +448,30 @@ def _search(kt_tuner, bundle, project_dir: Path, *, epochs: int, patience: int,
         warnings.filterwarnings("ignore", message=".*Skipping variable loading.*")
         kt_tuner.search(bundle.train, validation_data=bundle.validation, epochs=epochs,
                         callbacks=callbacks, verbose=1 if verbose and verbose > 0 else 0)
+
+
+def _winner(rows, leader, oracle, space: SearchSpace, cost: CostModel, bundle,
+            budget: Optional[Budget], state: Mapping[str, Any], *,
+            has_weights: Callable[[str], bool]):
+    """The leaderboard row the final training trains and why, if not the leader
+    (`kerascnn.tuning.final.choose_winner`; trials whose weights were pruned
+    are not candidates); a resumed run keeps its choice."""
+    if budget is None:  # no final training: the leader is the result
+        return leader, None
+    by_id = {row["trial_id"]: row for row in rows}
+    if state.get("phase") in ("final", "done") and state.get("winner") in by_id:
+        return by_id[state["winner"]], state.get("winner_reason")
+    images = int(bundle.num_train) + int(bundle.num_validation) // 2
+    seconds = budget.final_end - time.time()
+
+    def final_epochs(row) -> float:
+        values = space.values_from(oracle.trials[row["trial_id"]].hyperparameters.values)
+        return cost.epochs_within(analyze(space.spec(values)), images, seconds)
+
+    ranked = [row for row in rows if row.get("rank") is not None
+              and (row is leader or has_weights(row["trial_id"]))]
+    return choose_winner(ranked, validation_images=int(bundle.num_validation),
+                         final_epochs=final_epochs)
 
 
 def final_spec(space: SearchSpace, values: Mapping[str, Any]) -> CNNSpec:
@@ -502,9 +530,10 @@ def _read_budget_state(project_dir: Path) -> dict[str, Any]:
 
 
 def _write_budget_state(project_dir: Path, budget: Optional[Budget], phase: str,
-                        winner: Optional[str] = None) -> None:
+                        winner: Optional[str] = None,
+                        winner_reason: Optional[str] = None) -> None:
     """`budget.json`: the phase reached, the budget spent and the winner, for a resumed run."""
-    state: dict[str, Any] = {"phase": phase, "winner": winner}
+    state: dict[str, Any] = {"phase": phase, "winner": winner, "winner_reason": winner_reason}
     if budget is not None:
         state.update(time_budget=budget.total, spent=round(budget.spent(), 2))
     write_json(project_dir / BUDGET_FILE, state)
