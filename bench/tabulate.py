@@ -35,7 +35,8 @@ END = "<!-- END figures -->"
 # cores_variants has its own section (render_variants), not rows in this table
 SECTIONED = ("cores_variants",)
 ORDER = ("cores", "cores_avx2", "efficiency", "batchnorm", "overhead", "memory", "pipeline",
-         "search", "search_sample", "search_digits", "finetune", "predict_speed")
+         "search", "search_sample", "search_digits", "final_augmentation",
+         "final_augmentation_digits", "finetune", "predict_speed")
 EXTRA: dict[str, tuple[str, ...]] = {
     "cores_avx2": ("kerascnn_median_images_per_s", "keras_median_images_per_s",
                    "kerascnn_median_cores_busy", "keras_median_cores_busy",
@@ -64,6 +65,14 @@ EXTRA: dict[str, tuple[str, ...]] = {
                                "one_cycle_points", "linear_to_zero_points", "shift_points",
                                "flip_points", "flip_tta_points", "all_points",
                                "all_with_flip_points"),
+    "final_augmentation": ("final_points", "space_points", "none_test_accuracy",
+                           "final_test_accuracy", "space_test_accuracy", "none_holdout_accuracy",
+                           "final_holdout_accuracy", "space_holdout_accuracy", "final_epochs",
+                           "seconds", "seeds"),
+    "final_augmentation_digits": ("final_points", "space_points", "none_test_accuracy",
+                                  "final_test_accuracy", "space_test_accuracy",
+                                  "none_holdout_accuracy", "final_holdout_accuracy",
+                                  "space_holdout_accuracy", "final_epochs", "seconds", "seeds"),
     "finetune": ("pretrained_test_accuracy", "scratch_test_accuracy"),
     "predict_speed": ("lenet5_batched_images_per_s", "lenet5_speedup",
                       "simple_batched_images_per_s", "simple_speedup"),

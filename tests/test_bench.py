@@ -14,7 +14,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 # the figures, one script each
 SCRIPTS = ("efficiency", "memory", "overhead", "pipeline", "search", "finetune", "cores",
-           "predict_speed")
+           "predict_speed", "final_augmentation")
 
 sys.path.insert(0, str(BENCH))
 

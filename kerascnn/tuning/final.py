@@ -276,13 +276,27 @@ def split_validation(validation, num_validation: int, batch_size: int):
     example (positions 1, 3, 5, ...) is trained on, the rest are held out.
     """
     indexed = validation.unbatch().enumerate()
-    train_half = indexed.filter(lambda i, xy: i % 2 == 1).map(lambda i, xy: xy)
-    holdout = indexed.filter(lambda i, xy: i % 2 == 0).map(lambda i, xy: xy)
+    train_half = indexed.filter(_odd_position).map(_example)
+    holdout = indexed.filter(_even_position).map(_example)
     n_holdout = (int(num_validation) + 1) // 2
     n_train = int(num_validation) - n_holdout
     holdout = holdout.batch(batch_size).apply(
         tf.data.experimental.assert_cardinality(math.ceil(n_holdout / batch_size)))
     return train_half, n_train, holdout, n_holdout
+
+
+# named functions, not lambdas: autograph cannot read two lambdas on one line
+# and warns that it runs them unconverted
+def _odd_position(i, xy):
+    return i % 2 == 1
+
+
+def _even_position(i, xy):
+    return i % 2 == 0
+
+
+def _example(i, xy):
+    return xy
 
 
 def merged_training_data(bundle, train_half, n_train_half: int, *, batch_size: int, seed: int):
