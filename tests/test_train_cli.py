@@ -141,6 +141,29 @@ def test_train_refuses_an_existing_run_and_keeps_it(cli_run, tiny_npz, runner):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_a_rate_that_makes_the_loss_nan_is_bad_input_and_the_run_folder_stays(
+        tiny_npz, tmp_path, runner, monkeypatch):
+    # found by the CLI fuzz: --learning-rate=4514809 made the sample's loss NaN in the
+    # first epoch and train exited 1; the quadrants do not diverge reliably, so the
+    # real training's result is marked as a diverged one
+    import kerascnn.training
+
+    real = kerascnn.training.train
+
+    def diverging(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.metrics["diverged"] = True
+        return result
+
+    monkeypatch.setattr(kerascnn.training, "train", diverging)
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--dataset", tiny_npz, "--epochs", "1",
+                                  "--learning-rate", "4514809", "--output-dir", str(out),
+                                  "-q", *TINY])
+    one_line_error(result, "The loss became NaN", "--learning-rate=4514809.0")
+    assert (out / "history.csv").is_file() and (out / "spec.yaml").is_file()
+
+
 def test_train_output_dir_is_required(runner):
     result = runner.invoke(main, ["train", "--epochs", "1"])
     one_line_error(result, "--output-dir")

@@ -142,10 +142,10 @@ def train(from_dir, normalize, epochs, optimizer, learning_rate, weight_decay, s
         click.echo(f"test_accuracy {m['test_accuracy']:.4f}  test_loss {m['test_loss']:.4f}")
         if result.output_dir is not None:
             click.echo(f"Run folder: {result.output_dir}")
-    if result.diverged:
-        click.echo("Error: the loss became NaN; try a lower --learning-rate "
-                   "(kerascnn lr-find suggests one).", err=True)
-        sys.exit(1)
+    if result.diverged:  # the run folder stays; the rate given was too high: bad input
+        raise InputError(f"The loss became NaN: the learning rate is too high for this network "
+                         f"and data; try a lower --learning-rate (kerascnn lr-find suggests "
+                         f"one). Received: --learning-rate={learning_rate}")
 
 
 @command("lr-find")
