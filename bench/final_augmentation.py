@@ -51,13 +51,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kerascnn.analysis import analyze  # noqa: E402
-from kerascnn.data import load_dataset  # noqa: E402
+from kerascnn.data import load_dataset, network_input_shape, preprocessing_layers  # noqa: E402
 from kerascnn.search_space import DEFAULT_AUGMENTATION  # noqa: E402
 from kerascnn.tuning.cost import CostModel  # noqa: E402
 from kerascnn.tuning.final import FINAL_AUGMENTATION, final_train  # noqa: E402
 from kerascnn.tuning.halving import SEEDS, seed_candidates  # noqa: E402
 from kerascnn.tuning.hypermodel import CNNHyperModel, compile_trial  # noqa: E402
-from kerascnn.tuning.search import _preprocessing  # noqa: E402
 
 from search import SEED, VALIDATION_SPLIT, resolve_dataset  # noqa: E402
 
@@ -112,8 +111,8 @@ def main(argv=None) -> int:
         bundle = load_dataset(source, validation_split=VALIDATION_SPLIT, seed=SEED,
                               batch_size=128)
         bundle.arrays("test")  # read while the folder exists
-        shape, preprocessing = _preprocessing(bundle, None)
-        hypermodel = CNNHyperModel(shape, bundle.num_classes, preprocessing=preprocessing,
+        hypermodel = CNNHyperModel(tuple(network_input_shape(bundle)), bundle.num_classes,
+                                   preprocessing=lambda: list(preprocessing_layers(bundle)),
                                    raw_input_shape=tuple(bundle.input_shape), seed=SEED)
         space = hypermodel.space
         vgg = seed_candidates(space, SEEDS[-1:])[0]  # the VGG-style seed

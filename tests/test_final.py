@@ -22,8 +22,8 @@ from kerascnn.data import load_dataset
 from kerascnn.spec import CNNSpec
 from kerascnn.training import compile_model
 from kerascnn.tuning.cost import CostModel
-from kerascnn.tuning.final import (RESULT_FILE, ClockSchedule, choose_winner, final_train, learning_rate_at,
-                                   merged_training_data, split_validation)
+from kerascnn.tuning.final import (RESULT_FILE, ClockSchedule, choose_winner, final_train,
+                                   learning_rate_at, merged_training_data, split_validation)
 
 SPEC = CNNSpec(input_shape=(12, 12, 1), num_classes=3, conv_blocks=1, convs_per_block=1,
                filters=4, dense_units=())
