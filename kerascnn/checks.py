@@ -16,6 +16,9 @@ import math
 import re
 from typing import Any, Iterable, Optional
 
+MAX_SEED = 2**32 - 1  # numpy.random.seed's limit (keras.utils.set_random_seed)
+# Keras counts steps inside one execution with an int32 tensor
+MAX_STEPS_PER_EXECUTION = 2**31 - 1
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -45,11 +48,19 @@ def is_int(value: Any) -> bool:
         and value.dtype.kind in "iu"
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """`value` as an int, refusing bools, non-integers and values below `minimum`."""
-    if not is_int(value) or int(value) < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}. {received(name, value)}")
+def check_int(name: str, value: Any, minimum: int = 1, maximum: Optional[int] = None) -> int:
+    """`value` as an int, refusing bools, non-integers and values outside
+    `minimum`..`maximum`."""
+    if not is_int(value) or int(value) < minimum \
+            or (maximum is not None and int(value) > maximum):
+        bound = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise InputError(f"{name} must be an integer {bound}. {received(name, value)}")
     return int(value)
+
+
+def check_seed(seed: Any) -> int:
+    """A random seed: NumPy, Python and TensorFlow all take 0..2**32-1."""
+    return check_int("seed", seed, minimum=0, maximum=MAX_SEED)
 
 
 def check_float(name: str, value: Any, *, minimum: float = 0.0, inclusive: bool = False,

@@ -151,6 +151,8 @@ CASES = [
      "--worker-id chief1 --directory {w}/existing", "chief1"),
     ("tune-address-alone", "tune --dataset {w}/tiny.npz --oracle-address 127.0.0.1:8000 "
      "--directory {w}/existing", "oracle_address"),
+    ("tune-seed", "tune --dataset {w}/tiny.npz --seed 99999999999 --directory {w}/new_search",
+     "seed"),
     ("tune-keep", "tune --dataset {w}/tiny.npz --keep-checkpoints 0 --directory {w}/existing",
      "keep-checkpoints"),
     # train
@@ -162,6 +164,11 @@ CASES = [
      "--output-dir {w}/existing", "existing"),
     ("train-dataset-mismatch", "train --dataset {w}/mismatch.npz --output-dir {w}/new_run",
      "mismatch.npz"),
+    # seeds past numpy's 2**32-1 and int32 step counts (found by the slow CLI fuzz: exit 1)
+    ("train-seed", "train --dataset {w}/tiny.npz --seed 4294967296 --output-dir {w}/new_run",
+     "seed"),
+    ("train-steps-per-execution", "train --dataset {w}/tiny.npz --steps-per-execution "
+     "999999999999 --output-dir {w}/new_run", "steps-per-execution"),
     ("train-from-not-run", "train --from {w}/no_search --dataset {w}/tiny.npz "
      "--output-dir {w}/new_run", "no_search"),
     ("train-spec-unknown", "train --spec {w}/bad_spec.yaml --dataset {w}/tiny.npz "
@@ -171,6 +178,7 @@ CASES = [
      "--output {w}/new_lr.png", "lr"),
     ("lr-find-existing", "lr-find --dataset {w}/tiny.npz --output {w}/existing/lr.png",
      "lr.png"),
+    ("lr-find-seed", "lr-find --dataset {w}/tiny.npz --seed -1 --output {w}/new_lr.png", "seed"),
     ("lr-find-steps", "lr-find --dataset {w}/tiny.npz --steps 0", "steps"),
     # evaluate
     ("evaluate-missing-model", "evaluate {w}/nowhere.keras --dataset {w}/tiny.npz",
@@ -180,6 +188,7 @@ CASES = [
      "no_config.keras"),
     ("evaluate-folder", "evaluate {w}/empty --dataset {w}/tiny.npz", "empty"),
     ("evaluate-split", "evaluate {m} --dataset {w}/tiny.npz --split holdout", "holdout"),
+    ("evaluate-seed", "evaluate {m} --dataset {w}/tiny.npz --seed 4294967296", "seed"),
     ("evaluate-plots-existing", "evaluate {m} --dataset {w}/tiny.npz --plots {w}/existing",
      "existing"),
     # predict
@@ -202,6 +211,8 @@ CASES = [
      "--output-dir {w}/new_ft", "alexnet50"),
     ("finetune-existing", "finetune --backbone mobilenet_v2 --weights none "
      "--dataset {w}/tiny.npz --output-dir {w}/existing", "existing"),
+    ("finetune-seed", "finetune --backbone mobilenet_v2 --weights none --seed 4294967296 "
+     "--dataset {w}/tiny.npz --output-dir {w}/new_ft", "seed"),
     ("finetune-weights", "finetune --backbone mobilenet_v2 --weights {w}/nowhere.h5 "
      "--dataset {w}/tiny.npz --output-dir {w}/new_ft", "nowhere.h5"),
     ("finetune-unfreeze", "finetune --backbone mobilenet_v2 --weights none --unfreeze sideways "

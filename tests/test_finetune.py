@@ -187,6 +187,13 @@ def test_trainable_layers_in_each_phase():
     assert not any(layer.trainable for layer in batch_norms)
 
 
+def test_a_seed_numpy_cannot_take_is_refused_before_the_run_folder(tmp_path):
+    with pytest.raises(InputError, match=r"seed must be an integer from 0 to 4294967295. "
+                                         r"Received: seed=4294967296"):
+        ft.finetune("mobilenet_v2", weights=None, seed=2**32, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("unfreeze, match", [
     (53, r"unfreeze asks for 53 layers but backbone has 52 layers with weights.*"
          r"Received: unfreeze=53"),

@@ -132,7 +132,11 @@ def test_bad_data_writes_nothing(tmp_path):
     (dict(schedule="linear"), "Unknown learning-rate schedule"),
     (dict(early_stopping=-2), "early_stopping is a patience"),
     (dict(strategy="tpu"), "Unknown strategy.*Received: strategy='tpu'"),
-    (dict(steps_per_execution=0), "steps_per_execution must be an integer >= 1"),
+    (dict(steps_per_execution=0), "steps_per_execution must be an integer from 1 to 2147483647"),
+    # Keras counts them in int32: more made the test metrics vanish (KeyError, exit 1)
+    (dict(steps_per_execution=10**12), "steps_per_execution must be an integer from 1 to"),
+    (dict(seed=2**32, output_dir="x"), "seed must be an integer from 0 to 4294967295"),
+    (dict(seed=-1), "seed must be an integer from 0"),
     (dict(tensorboard=True), "tensorboard=True needs an output_dir"),
     (dict(resume=True), "resume=True needs an output_dir"),
     (dict(mixed_precision="float8"), "mixed_precision must be a bool or one of"),

@@ -10,7 +10,7 @@ import click
 import yaml
 
 from kerascnn import runtime
-from kerascnn.checks import COLOR_MODES, InputError, parse_duration, received
+from kerascnn.checks import COLOR_MODES, MAX_SEED, InputError, parse_duration, received
 from kerascnn.files import read_yaml
 from kerascnn.presets import get_preset
 from kerascnn.spec import CNNSpec
@@ -147,8 +147,11 @@ def dataset_options(f: Callable) -> Callable:
     return f
 
 
+SEED = click.IntRange(0, MAX_SEED)
+
+
 def seed_option(f: Callable) -> Callable:
-    return click.option("--seed", type=int, default=0, help="Random seed.")(f)
+    return click.option("--seed", type=SEED, default=0, help="Random seed.")(f)
 
 
 def output_options(default: str | None = None) -> Callable:

@@ -12,7 +12,7 @@ from click.core import ParameterSource
 from kerascnn.checks import EXPORT_FORMATS, SPLITS
 from kerascnn.cli import BadInput, command, configure_logging
 from kerascnn.cli._format import csv_text, decimal, size, table
-from kerascnn.cli._options import (data_kwargs, dataset_options, start_tensorflow,
+from kerascnn.cli._options import (SEED, data_kwargs, dataset_options, start_tensorflow,
                                    verbosity_options)
 from kerascnn.images import check_image, find_images
 
@@ -70,7 +70,7 @@ def _evaluation_csv(result) -> str:
 @click.option("--plots", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Folder for the confusion-matrix and top-losses pictures.")
 @click.option("--overwrite", is_flag=True, help="Replace pictures already in the --plots folder.")
-@click.option("--seed", type=int, default=0, help="Seed of the train/validation split.")
+@click.option("--seed", type=SEED, default=0, help="Seed of the train/validation split.")
 @verbosity_options
 def evaluate(model, split, output_format, plots, overwrite, seed, verbose, quiet, **data_kw):
     """Accuracy, loss, per-class precision/recall/F1 and confusion matrix of MODEL.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from kerascnn.checks import (LR_FIND_METHODS, OPTIMIZERS, SCHEDULES, STRATEGIES, InputError,
-                             received)
+from kerascnn.checks import (LR_FIND_METHODS, MAX_STEPS_PER_EXECUTION, OPTIMIZERS, SCHEDULES,
+                             STRATEGIES, InputError, received)
 from kerascnn.cli import command, configure_logging
 from kerascnn.cli._options import (SPEC_FIELD_PARAMS, data_kwargs, dataset_options, seed_option,
                                    spec_from_options, spec_options, start_tensorflow,
@@ -88,7 +88,7 @@ def _network_and_data_options(f):
 @click.option("--mixed-precision", is_flag=True,
               help="mixed_bfloat16 on CPU, mixed_float16 on GPU; the output layer stays float32.")
 @click.option("--jit", is_flag=True, help="Compile the train step with XLA.")
-@click.option("--steps-per-execution", type=click.IntRange(min=1), default=1,
+@click.option("--steps-per-execution", type=click.IntRange(1, MAX_STEPS_PER_EXECUTION), default=1,
               help="Train steps per tf.function call.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="none",
               help="mirrored: all local GPUs; multiworker: several machines, set TF_CONFIG.")

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerascnn import runtime
-from kerascnn.checks import InputError, check_image_size, is_int, received
+from kerascnn.checks import InputError, check_image_size, check_seed, is_int, received
 from kerascnn.data import builtin as _builtin
 from kerascnn.data import sources as _sources
 from kerascnn.data.bundle import SPLITS, DatasetBundle, stratified_split
@@ -48,8 +48,7 @@ def _check_args(validation_split, image_size, color_mode, batch_size, data_dir, 
     if not is_int(batch_size) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer. "
                          f"{received('batch_size', batch_size)}")
-    if not is_int(seed) or seed < 0:
-        raise InputError(f"seed must be an integer >= 0. {received('seed', seed)}")
+    seed = check_seed(seed)
     if color_mode is not None and color_mode not in tuple(_sources.COLOR_MODES):
         raise InputError(f"color_mode must be one of {', '.join(_sources.COLOR_MODES)} or "
                          f"None. {received('color_mode', color_mode)}")

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import keras
 
 from kerascnn import runtime
-from kerascnn.checks import InputError, check_float, check_int, received
+from kerascnn.checks import InputError, check_float, check_int, check_seed, received
 from kerascnn.data import as_bundle
 from kerascnn.finetuning.backbones import (check_image_size, check_weights, get_backbone,
                                            layers_to_unfreeze, parse_unfreeze)
@@ -134,6 +134,7 @@ def finetune(
         raise InputError(f"dropout must be in [0, 1). {received('dropout', dropout)}")
     verbose = 1 if isinstance(verbose, str) else int(verbose)  # Keras's "auto": progress bars
     optimizer = check_optimizer(optimizer)
+    check_seed(seed)
     out = prepare_output_dir(output_dir, overwrite=overwrite) if output_dir else None
 
     keras.utils.set_random_seed(seed)

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from kerascnn import runtime
-from kerascnn.checks import InputError, check_int
+from kerascnn.checks import MAX_STEPS_PER_EXECUTION, InputError, check_int
 from kerascnn.schedules import make_schedule, validate_schedule
 from kerascnn.training.callbacks import (BestCheckpoint, Deadline, EpochLogger, History,
                                          NaNGuard)
@@ -183,7 +183,7 @@ def fit_model(
     check_int("initial_epoch", initial_epoch, minimum=0)
     monitor = "val_loss" if validation_data is not None else "loss"
     if compile:
-        check_int("steps_per_execution", steps_per_execution)
+        check_int("steps_per_execution", steps_per_execution, maximum=MAX_STEPS_PER_EXECUTION)
         schedule = validate_schedule(schedule)
         span = schedule_epochs or epochs
         if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):

@@ -16,7 +16,7 @@ import tensorflow as tf
 from kerascnn import runtime
 from kerascnn.plotting import check_output_path, plot_lr_find
 from kerascnn.checks import (LR_FIND_METHODS, InputError, check_choice, check_float,
-                             check_int, received)
+                             check_int, check_seed, received)
 from kerascnn.data import DatasetBundle
 from kerascnn.training.optimizers import check_optimizer, compile_model, make_optimizer
 from kerascnn.training.resolve import build_model, clone_with_weights, data_and_spec, load_data
@@ -178,6 +178,7 @@ def lr_find(
     check_float("divergence", divergence, minimum=1.0)
     check_choice("method", method, LR_FIND_METHODS)
     check_optimizer(optimizer)
+    check_seed(seed)
     output = _check_output(output, overwrite)
 
     keras.utils.set_random_seed(seed)

@@ -15,7 +15,8 @@ import keras
 
 from kerascnn import runtime
 from kerascnn.analysis import analyze
-from kerascnn.checks import InputError, check_choice, check_float, check_int, received
+from kerascnn.checks import (MAX_STEPS_PER_EXECUTION, InputError, check_choice, check_float,
+                             check_int, check_seed, received)
 from kerascnn.files import read_yaml
 from kerascnn.runs import CHECKPOINT_DIR, RunWriter, prepare_output_dir, read_history
 from kerascnn.schedules import validate_schedule
@@ -67,12 +68,13 @@ class TrainResult:
 
 
 def _check_options(*, epochs, batch_size, optimizer, learning_rate, weight_decay, schedule,
-                   early_stopping, strategy, steps_per_execution, output_dir, tensorboard,
+                   early_stopping, strategy, steps_per_execution, seed, output_dir, tensorboard,
                    resume, overwrite=False) -> str:
     check_int("epochs", epochs)
+    check_seed(seed)
     if batch_size is not None:
         check_int("batch_size", batch_size)
-    check_int("steps_per_execution", steps_per_execution)
+    check_int("steps_per_execution", steps_per_execution, maximum=MAX_STEPS_PER_EXECUTION)
     check_optimizer(optimizer)
     check_float("learning_rate", learning_rate)
     if weight_decay is not None:
@@ -244,8 +246,8 @@ def train(
     schedule = _check_options(
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate,
         weight_decay=weight_decay, schedule=schedule, early_stopping=early_stopping,
-        strategy=strategy, steps_per_execution=steps_per_execution, output_dir=output_dir,
-        tensorboard=tensorboard, resume=resume, overwrite=overwrite)
+        strategy=strategy, steps_per_execution=steps_per_execution, seed=seed,
+        output_dir=output_dir, tensorboard=tensorboard, resume=resume, overwrite=overwrite)
     check_precision(mixed_precision)
     tf_config = parse_tf_config() if strategy == "multiworker" else None
     chief = is_chief(tf_config)

@@ -48,7 +48,7 @@ import keras
 
 from kerascnn import runtime
 from kerascnn.analysis import analyze
-from kerascnn.checks import (InputError, check_choice, check_int, format_duration,
+from kerascnn.checks import (MAX_SEED, InputError, check_choice, check_int, format_duration,
                              parse_duration, received)
 from kerascnn.data import load_dataset, network_input_shape, preprocessing_layers
 from kerascnn.distributed import resolve
@@ -311,7 +311,8 @@ def tune(
     for record in held:
         logging.getLogger(record.name).handle(record)
     tuner_options = dict(max_trials=max_trials, epochs=epochs, directory=str(directory),
-                         project_name=str(project_name), seed=seed + 1,
+                         # keras-tuner takes seed 0 as "none": 1..MAX_SEED, numpy's range
+                         project_name=str(project_name), seed=seed % MAX_SEED + 1,
                          max_failed_trials=max_failed_trials,
                          cost=CostModel(batch_size=batch_size),
                          validation_images=int(bundle.num_validation))
