@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 
 import keras
 
+from kerascnn import runtime
 from kerascnn.analysis import Analysis, LayerInfo, analyze
 from kerascnn.batchnorm import fuse_batch_norm
 from kerascnn.checks import InputError
@@ -36,6 +37,22 @@ def _spec_from(spec: Optional[CNNSpec], fields: dict[str, Any]) -> CNNSpec:
         raise InputError("build_cnn expects a CNNSpec, a preset name, a dict or keyword fields. "
                         f"Received: {type(spec).__name__}")
     return spec.replace(**fields) if fields else spec
+
+
+def check_fits_in_memory(plan: Analysis) -> None:
+    """Refuse a network whose float32 weights alone exceed this machine's memory
+    (TensorFlow would fail, or the system kill the process, while making them)."""
+    memory = runtime.physical_memory()
+    needed = 4 * plan.total_params
+    if memory is None or needed <= memory:
+        return
+    biggest = max(plan.layers, key=lambda layer: layer.params + layer.non_trainable_params)
+    raise InputError(
+        f"The network has {plan.total_params:,} parameters: their float32 weights alone take "
+        f"{needed / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of "
+        f"memory (training needs about four times the weights). Use fewer filters or dense "
+        f"units, or smaller kernels (kerascnn summary shows each layer). Received: "
+        f"{biggest.name} with {biggest.params + biggest.non_trainable_params:,} parameters")
 
 
 def build_cnn(spec: CNNSpec | str | dict | None = None, *,
@@ -76,6 +93,7 @@ def build_cnn(spec: CNNSpec | str | dict | None = None, *,
     """
     spec = _spec_from(spec, dict(fields))
     plan = analyze(spec)  # raises before any layer is made
+    check_fits_in_memory(plan)
     inputs = keras.Input(shape=tuple(raw_input_shape or spec.input_shape), name="input")
     x = inputs
     for layer in preprocessing or ():

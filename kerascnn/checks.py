@@ -16,6 +16,9 @@ import math
 import re
 from typing import Any, Iterable, Optional
 
+# TensorFlow's image resizing counts in int32; a 32768 x 32768 RGB image is already
+# 12 GiB as float32
+MAX_IMAGE_SIDE = 2**15
 MAX_SEED = 2**32 - 1  # numpy.random.seed's limit (keras.utils.set_random_seed)
 # Keras counts steps inside one execution with an int32 tensor
 MAX_STEPS_PER_EXECUTION = 2**31 - 1
@@ -96,7 +99,8 @@ def check_image_size(value: Any, name: str = "image_size") -> Optional[tuple[int
     `finetune`, the `--image-size` option): `32` and `(32,)` mean 32x32.
 
     Args:
-        value: None, an int >= 1, or a sequence of one or two ints >= 1.
+        value: None, an int from 1 to `MAX_IMAGE_SIDE`, or a sequence of one or
+            two such ints.
         name: str. The argument's name in the error message.
             Defaults to `"image_size"`.
 
@@ -114,9 +118,10 @@ def check_image_size(value: Any, name: str = "image_size") -> Optional[tuple[int
         size = tuple(value) * (3 - len(value))
     else:
         size = ()
-    if len(size) != 2 or not all(is_int(v) and int(v) >= 1 for v in size):
-        raise InputError(f"{name} must be (height, width) of positive integers, or one integer "
-                         f"for a square. {received(name, value)}")
+    if len(size) != 2 or not all(is_int(v) and 1 <= int(v) <= MAX_IMAGE_SIDE for v in size):
+        raise InputError(f"{name} must be (height, width) of integers from 1 to "
+                         f"{MAX_IMAGE_SIDE}, or one integer for a square. "
+                         f"{received(name, value)}")
     return int(size[0]), int(size[1])
 
 

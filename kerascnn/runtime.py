@@ -70,6 +70,24 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has (its cgroup's limit when lower), or None
+    when the system does not say."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as f:
+                limit = f.read().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total if total > 0 else None
+
+
 def split_startup_noise(text: str) -> tuple[list[str], list[str]]:
     """Split captured stderr text into (TensorFlow start-up lines, other lines).
 

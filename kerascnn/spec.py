@@ -41,6 +41,9 @@ HEADS = ("flatten", "gap", "conv")
 ACTIVATIONS = ("relu", "relu6", "elu", "selu", "gelu", "silu", "swish", "tanh", "sigmoid",
                "leaky_relu", "mish", "softplus", "hard_swish", "linear")
 CLASSIFIER_ACTIVATIONS = ("softmax", None)
+# the deepest published CNNs have about a thousand layers; the spec is expanded
+# layer by layer, so an absurd depth must be refused before it is expanded
+MAX_CONV_LAYERS = 10_000
 
 IntOrPerBlock = Union[int, Sequence[Union[int, Sequence[int]]]]
 
@@ -198,6 +201,13 @@ class CNNSpec:
         self._check_int("num_classes", minimum=2)
         self._check_int("conv_blocks", minimum=1)
         self._check_per_block("convs_per_block", self._int_check(1), per_conv=False)
+        per_block = self.convs_per_block
+        depth = sum(per_block) if isinstance(per_block, tuple) else self.conv_blocks * per_block
+        if depth > MAX_CONV_LAYERS:
+            raise InputError(
+                f"The network would have {depth:,} convolution layers (conv_blocks x "
+                f"convs_per_block); kerascnn builds at most {MAX_CONV_LAYERS:,}. Received: "
+                f"conv_blocks={self.conv_blocks}, convs_per_block={per_block!r}")
         self._check_per_block("filters", self._int_check(1), per_conv=True)
         self._check_per_block("kernel_size", self._int_check(1), per_conv=True)
         self._check_per_block("strides", self._int_check(1), per_conv=True)

@@ -397,3 +397,32 @@ def test_a_library_input_error_is_exit_2_one_line(monkeypatch):
     result = CliRunner().invoke(main, ["summary", "--preset", "lenet5"])
     assert result.exit_code == 2
     assert result.stderr.strip() == "Error: conv_blocks must fit the input. Received: conv_blocks=9"
+
+
+@pytest.mark.parametrize("error", ["tensorflow", "python"])
+def test_out_of_memory_is_bad_input_in_one_line(error, monkeypatch):
+    """A network, batch or image size the machine cannot hold: exit 2, one line."""
+    from click.testing import CliRunner
+
+    from kerascnn import analysis
+
+    def exhaust(spec):
+        if error == "python":
+            raise MemoryError()
+        import tensorflow as tf
+
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "OOM when allocating tensor with shape[3,3,1,4294967296] and type "
+                        "float on /job:localhost/replica:0/task:0/device:CPU:0\nby allocator")
+
+    monkeypatch.setattr(analysis, "analyze", exhaust)
+    monkeypatch.setattr("kerascnn.cli.summary.analyze", exhaust)
+    result = CliRunner().invoke(main, ["summary", "--preset", "lenet5"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Out of memory: this machine"), lines
+    if error == "tensorflow":
+        assert "cannot hold a tensor of shape [3,3,1,4294967296]" in lines[0]
+        assert "Received: ResourceExhaustedError: OOM when allocating" in lines[0]
+    else:
+        assert "Received: MemoryError" in lines[0]

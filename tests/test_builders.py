@@ -29,6 +29,22 @@ def test_too_deep_is_refused_before_keras():
         build_cnn(input_shape=(16, 16, 3), num_classes=10, conv_blocks=6)
 
 
+def test_weights_larger_than_the_memory_are_refused_before_keras(monkeypatch):
+    from kerascnn import runtime
+
+    spec = CNNSpec(input_shape=(8, 8, 1), num_classes=3, conv_blocks=1, dense_units=(64,))
+    plan = analyze(spec)  # fc1: 4*4*32*64 + 64 weights, the largest layer
+    monkeypatch.setattr(runtime, "physical_memory", lambda: 4 * plan.total_params - 1)
+    with pytest.raises(InputError, match=rf"The network has {plan.total_params:,} parameters: "
+                                         r".* more than this machine's .*Received: fc1 with "
+                                         r"32,832 parameters"):
+        build_cnn(spec)
+    monkeypatch.setattr(runtime, "physical_memory", lambda: 4 * plan.total_params)
+    assert build_cnn(spec).count_params() == plan.total_params
+    monkeypatch.setattr(runtime, "physical_memory", lambda: None)  # unknown: no refusal
+    build_cnn(spec)
+
+
 def test_preprocessing_layers_and_raw_input():
     import keras
 

@@ -493,7 +493,9 @@ BAD_ARGUMENTS = [
     ({"seed": -1}, r"seed must be an integer from 0 to 4294967295"),
     ({"color_mode": "cmyk"}, r"color_mode must be one of grayscale, rgb, rgba"),
     ({"color_mode": "rgba"}, r"color_mode='rgba' cannot be made from images with 1 channels"),
-    ({"image_size": (0, 4)}, r"image_size must be \(height, width\) of positive integers"),
+    ({"image_size": (0, 4)}, r"image_size must be \(height, width\) of integers from 1 to 32768"),
+    # TensorFlow's resize counts in int32: 2**32 became a 0x0 image (exit 1)
+    ({"image_size": 2**32}, r"image_size must be .* from 1 to 32768.* Received: image_size=4294967296"),
     ({"image_size": (1, 2, 3)}, r"image_size must be"),
     ({"image_size": "big"}, r"image_size must be"),
 ]

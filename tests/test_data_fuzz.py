@@ -26,6 +26,9 @@ from kerascnn.data import load_dataset, network_input_shape, preprocessing_layer
 
 FAST = dict(deadline=None, derandomize=True, database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# the slow cases are drawn the same way on every run (CI judges the code, not the draw);
+# KERASCNN_FUZZ_RANDOM=1 draws new ones
+RANDOM = bool(os.environ.get("KERASCNN_FUZZ_RANDOM"))
 COUNTS: collections.Counter = collections.Counter()
 
 
@@ -174,8 +177,8 @@ def npz_case(draw):
     if layout == "keras":
         test_shape = tuple(d + 1 for d in shape) if "test_shape_differs" in faults else shape
         x_test = examples(n_test, test_shape)
-        if "test_dtype_differs" in faults:
-            x_test = x_test.astype(np.float64)
+        if "test_dtype_differs" in faults and x_test.dtype.kind in "biuf":
+            x_test = x_test.astype(np.float64)  # (strings, objects, complex: differ already)
         contents.update(x_train=x, y_train=y, x_test=x_test, y_test=targets(n_test))
     else:
         contents.update(x=x, y=y)
@@ -241,7 +244,7 @@ def test_fuzz_npz(case, options):
 
 
 @pytest.mark.slow
-@settings(max_examples=1500, deadline=None, database=None,
+@settings(max_examples=1500, deadline=None, database=None, derandomize=not RANDOM,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(case=npz_case(), options=NPZ_OPTIONS)
 def test_fuzz_npz_many(case, options):
@@ -378,7 +381,7 @@ def test_fuzz_class_folders(files, options):
 
 
 @pytest.mark.slow
-@settings(max_examples=800, deadline=None, database=None,
+@settings(max_examples=800, deadline=None, database=None, derandomize=not RANDOM,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(files=folder_case(), options=FOLDER_OPTIONS)
 def test_fuzz_class_folders_many(files, options):
@@ -460,7 +463,7 @@ def test_fuzz_load_dataset_arguments(args, gray_npz):
 
 
 @pytest.mark.slow
-@settings(max_examples=600, deadline=None, database=None)
+@settings(max_examples=600, deadline=None, database=None, derandomize=not RANDOM)
 @given(args=ARGUMENTS)
 def test_fuzz_load_dataset_arguments_many(args, gray_npz):
     _fuzz_arguments(args, gray_npz)

@@ -71,6 +71,11 @@ BAD = [
     (dict(**BASE, block_type="residual", convs_per_block=3), "must be even"),
     (dict(**BASE, block_type="residual", padding="valid"), "need padding='same'"),
     (dict(**BASE, filters=True), "filters values must be integers"),
+    # refused before the layers are expanded (the CLI fuzz ran out of memory on these)
+    (dict(**BASE, convs_per_block=8421540821, pooling="none"),
+     "would have 16,843,081,642 convolution layers.*at most 10,000"),
+    (dict(**{**BASE, "conv_blocks": 10**11}, pooling="none"), "at most 10,000"),
+    (dict(**BASE, convs_per_block=(5_000, 5_001)), "10,001 convolution layers"),
 ]
 
 

@@ -8,7 +8,9 @@ are imported inside the command functions, so `kerascnn --help`,
 How a command ends:
 
 - bad input (`kerascnn.InputError` from the library, click's usage errors):
-  one line on stderr, `Error: ...`, exit code 2;
+  one line on stderr, `Error: ...`, exit code 2; running out of memory
+  (`MemoryError`, TensorFlow's `ResourceExhaustedError`) is bad input too: a
+  network, batch or image size this machine cannot hold;
 - a bug anywhere else (any other exception): one line saying it is an
   internal error of kerascnn and where its traceback was written (a crash
   file in the command's output folder when that exists, else the temporary
@@ -24,6 +26,7 @@ import importlib.util
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import traceback
@@ -32,7 +35,7 @@ from typing import Any, Callable, Optional
 
 import click
 
-from kerascnn import __version__
+from kerascnn import __version__, runtime
 from kerascnn.checks import InputError
 
 # command name -> "module:attribute"
@@ -155,6 +158,29 @@ def _is_not_a_bug(error: BaseException) -> bool:
                               click.exceptions.Abort, click.exceptions.Exit, BrokenPipeError))
 
 
+def _out_of_memory(error: BaseException) -> Optional[InputError]:
+    """Python's MemoryError or TensorFlow's ResourceExhaustedError as bad input: the
+    network, batch or images asked for do not fit this machine."""
+    kind = type(error)
+    if not (isinstance(error, MemoryError) or (kind.__name__ == "ResourceExhaustedError"
+                                               and kind.__module__.startswith("tensorflow"))):
+        return None
+    memory = runtime.physical_memory()
+    machine = f" ({memory / 2**30:,.1f} GiB)" if memory else ""
+    shape = re.search(r"shape\s*\[([^\]]*)\]", str(error))
+    what = f"a tensor of shape [{shape.group(1)}]" if shape else "what the command asked for"
+    detail = one_line(str(error))
+    oom = re.search(r"OOM when allocating tensor.*?(?= on /job| by allocator|$)", detail)
+    if oom:
+        detail = oom.group(0)
+    elif len(detail) > 200:
+        detail = detail[:200] + "..."
+    return InputError(
+        f"Out of memory: this machine{machine} cannot hold {what}. Use a smaller network, "
+        f"--batch-size or --image-size (kerascnn summary shows each layer's size). "
+        f"Received: {kind.__name__}: {detail}")
+
+
 class KerasCNNGroup(click.Group):
     """A lazily loading group: bad input is one line and exit code 2, a bug exit code 1."""
 
@@ -177,6 +203,9 @@ class KerasCNNGroup(click.Group):
         except Exception as e:  # noqa: BLE001 -- sorted into input errors and bugs here
             if _is_not_a_bug(e):
                 raise
+            refusal = _out_of_memory(e)
+            if refusal is not None:
+                raise refusal from e
             params = ctx.meta.get(_PARAMS) or {}
             debug = bool(ctx.meta.get(_DEBUG)) or (params.get("verbose") or 0) >= 2
             raise InternalError(e, params, debug) from e

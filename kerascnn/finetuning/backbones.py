@@ -20,6 +20,7 @@ import h5py
 import keras
 import numpy as np
 
+from kerascnn import checks
 from kerascnn.checks import InputError
 
 logger = logging.getLogger(__name__)
@@ -154,21 +155,11 @@ def check_weights(weights: str | None) -> str | None:
 
 
 def check_image_size(image_size, backbone: Backbone) -> tuple[int, int]:
+    """`checks.check_image_size`, defaulting to the backbone's size and refusing
+    sizes below its minimum."""
     if image_size is None:
         return (backbone.default_size, backbone.default_size)
-    try:
-        if isinstance(image_size, int) and not isinstance(image_size, bool):
-            size = (image_size, image_size)
-        else:
-            size = tuple(int(s) for s in image_size)
-    except (TypeError, ValueError):
-        raise InputError(f"image_size must be an int or (height, width). "
-                        f"Received: image_size={image_size!r}") from None
-    if len(size) == 1:
-        size = (size[0], size[0])
-    if len(size) != 2:
-        raise InputError(f"image_size must be an int or (height, width). "
-                         f"Received: image_size={image_size!r}")
+    size = checks.check_image_size(image_size)
     if min(size) < backbone.min_size:
         raise InputError(
             f"Image size {size[0]}x{size[1]} is too small for {backbone.name}: it takes at "

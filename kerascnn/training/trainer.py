@@ -15,6 +15,7 @@ import keras
 
 from kerascnn import runtime
 from kerascnn.analysis import analyze
+from kerascnn.builders import check_fits_in_memory
 from kerascnn.checks import (MAX_STEPS_PER_EXECUTION, InputError, check_choice, check_float,
                              check_int, check_seed, received)
 from kerascnn.files import read_yaml
@@ -269,6 +270,7 @@ def train(
         color_mode=color_mode, batch_size=batch_size, data_dir=data_dir, download=download,
         seed=seed)
     analysis = analyze(spec)  # raises a clear error for a network that cannot exist
+    check_fits_in_memory(analysis)  # ... or cannot exist on this machine
 
     config = {
         "dataset": bundle.source,
