@@ -446,11 +446,12 @@ def test_fit_model_stops_at_the_deadline():
     assert batches.stopped_by_deadline and len(batches.history) == 1
 
 
-def test_fit_model_reports_divergence_and_stops():
+def test_fit_model_reports_divergence_and_stops(capsys):
     model = _dense_model()
     result = fit_model(model, _dense_data(), epochs=20, optimizer="sgd", learning_rate=1e30,
                        restore_best=False)
     assert result.diverged and len(result.history) < 20
+    assert "Invalid loss" not in capsys.readouterr().out  # Keras's TerminateOnNaN prints
 
 
 def test_fit_model_continues_one_history_across_two_fits():

@@ -173,17 +173,21 @@ class EpochLogger(keras.callbacks.Callback):
         logger.info("  ".join(parts))
 
 
-class NaNGuard(keras.callbacks.TerminateOnNaN):
-    """`keras.callbacks.TerminateOnNaN` that remembers that it fired (`fired`)."""
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training when the loss becomes NaN or infinite, as
+    `keras.callbacks.TerminateOnNaN` does, but silently: it remembers that it
+    fired (`fired`) and the caller reports it (Keras prints to stdout, even
+    under `-q`)."""
 
     def __init__(self):
         super().__init__()
         self.fired = False
 
     def on_batch_end(self, batch, logs=None):
-        super().on_batch_end(batch, logs)
-        if self.model.stop_training:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
             self.fired = True
+            self.model.stop_training = True
 
 
 class Deadline(keras.callbacks.Callback):

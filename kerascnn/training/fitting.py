@@ -48,7 +48,8 @@ class FitResult:
             than `len(history)`).
         stopped_early: bool. Early stopping ended training.
         stopped_by_deadline: bool. The deadline ended training.
-        diverged: bool. The loss became NaN or infinite.
+        diverged: bool. The loss became NaN or infinite (training stopped there;
+            the caller reports it: the CLI as bad input, a trial as failed).
         seconds: float. Wall-clock seconds of `model.fit`.
     """
 
@@ -252,8 +253,6 @@ def fit_model(
     trained = len([r for r in history_cb.rows if r["epoch"] >= first])
     if restore_best:
         best_cb.restore_best()
-    if nan_cb.fired:
-        logger.warning("Training stopped: the loss became NaN. Try a lower learning rate.")
     return FitResult(
         model=model, history=history_cb.rows, monitor=monitor, best_epoch=best_cb.best_epoch,
         best=best_cb.best if math.isfinite(best_cb.best) else None,

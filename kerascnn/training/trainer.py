@@ -355,6 +355,9 @@ def train(
                 model.optimizer.build(model.trainable_variables)  # saved like a trained one
             test = model.evaluate(bundle.test, verbose=0, return_dict=True)
         metrics = _metrics(fit, test)
+        if fit.diverged:
+            logger.info("Training stopped after %d epoch(s): the loss became NaN (learning "
+                        "rate %s too high?)", metrics["epochs_run"], learning_rate)
         result = TrainResult(
             model=model, spec=spec, history=fit.history, metrics=metrics, config=config,
             output_dir=out if chief else None, seconds=fit.seconds,
