@@ -85,7 +85,7 @@ from kerascnn.data import load_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {"sample": "fashion_mnist_sample", "fashion_mnist_sample": "fashion_mnist_sample",
-            "fashion_mnist": "fashion_mnist", "digits": "digits"}
+            "fashion_mnist": "fashion_mnist", "digits": "digits", "patches": "patches"}
 VALIDATION_SPLIT = 0.1
 SEED = 0
 RECIPE_BATCH_SIZE = 128
@@ -120,10 +120,51 @@ def write_digits_npz(path: Path, test_fraction: float = 0.2, seed: int = 0) -> P
     return path
 
 
+def write_patches_npz(path: Path, size: int = 32, train_per_class: int = 250,
+                      test_per_class: int = 80, seed: int = 0) -> Path:
+    """Colour texture patches from scikit-learn's two bundled photos, as an `.npz`.
+
+    Each photo (427x640 RGB: a temple, a flower) is cut into a 2x4 grid of
+    regions, one class each (16 classes: roof, sky, trees, petals, leaves...).
+    A class's `size`x`size` crops come from the top three quarters of its
+    region for training and from the bottom quarter for testing, so no test
+    pixel is ever seen in training. The crops are drawn with `seed`: the same
+    file on every run and machine.
+    """
+    from sklearn.datasets import load_sample_images
+
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list] = {"x_train": [], "y_train": [], "x_test": [], "y_test": []}
+    names = []
+    for photo, image in zip(("temple", "flower"), load_sample_images().images):
+        height, width = image.shape[0] // 2, image.shape[1] // 4
+        for r in range(2):
+            for c in range(4):
+                label, region = len(names), image[r * height:(r + 1) * height,
+                                                  c * width:(c + 1) * width]
+                names.append(f"{photo}_{r}{c}")
+                cut = height * 3 // 4
+                for part, rows, n in (("train", region[:cut], train_per_class),
+                                      ("test", region[cut:], test_per_class)):
+                    tops = rng.integers(0, rows.shape[0] - size + 1, n)
+                    lefts = rng.integers(0, rows.shape[1] - size + 1, n)
+                    splits[f"x_{part}"] += [rows[t:t + size, v:v + size] for t, v in
+                                            zip(tops, lefts)]
+                    splits[f"y_{part}"] += [label] * n
+    arrays = {k: np.asarray(v, dtype=np.uint8 if k[0] == "x" else np.int32)
+              for k, v in splits.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays, class_names=np.array(names))
+    return path
+
+
 def resolve_dataset(name: str, directory: Path) -> str:
-    """What to pass as `--dataset`: a built-in name or the path of the digits `.npz`."""
+    """What to pass as `--dataset`: a built-in name or the path of the digits or patches
+    `.npz`."""
     if name == "digits":
         return str(write_digits_npz(directory / "digits.npz"))
+    if name == "patches":
+        return str(write_patches_npz(directory / "patches.npz"))
     return DATASETS.get(name, name)
 
 
@@ -300,7 +341,8 @@ def targets_for(name: str, budget_seconds: Optional[float]) -> dict[str, dict[st
 def bench_name(dataset: str) -> str:
     """The record's name: one results file per data set (`bench/results/NAME.jsonl`)."""
     return {"fashion_mnist": "search", "sample": "search_sample",
-            "fashion_mnist_sample": "search_sample", "digits": "search_digits"}.get(
+            "fashion_mnist_sample": "search_sample", "digits": "search_digits",
+            "patches": "search_patches"}.get(
                 dataset, "search_other")
 
 
@@ -316,7 +358,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="the bundled 6,000-image sample with tune's default budget")
     parser.add_argument("--dataset", default=None,
-                        help="sample, fashion_mnist, digits, or anything kerascnn reads "
+                        help="sample, fashion_mnist, digits, patches (colour 32x32 crops of "
+                             "scikit-learn's two photos), or anything kerascnn reads "
                              "(default: fashion_mnist; sample with --quick)")
     parser.add_argument("--budget", default=None,
                         help="kerascnn's --time-budget, e.g. 3m or 15m (default: 15m; "

@@ -35,7 +35,7 @@ END = "<!-- END figures -->"
 # cores_variants has its own section (render_variants), not rows in this table
 SECTIONED = ("cores_variants",)
 ORDER = ("cores", "cores_avx2", "efficiency", "batchnorm", "overhead", "memory", "pipeline",
-         "search", "search_sample", "search_digits", "final_augmentation",
+         "search", "search_sample", "search_digits", "search_patches", "final_augmentation",
          "final_augmentation_digits", "finetune", "predict_speed")
 EXTRA: dict[str, tuple[str, ...]] = {
     "cores_avx2": ("kerascnn_median_images_per_s", "keras_median_images_per_s",
@@ -58,6 +58,8 @@ EXTRA: dict[str, tuple[str, ...]] = {
                       "candidates", "budget_seconds", "recipe_epochs"),
     "search_digits": ("kerascnn_test_accuracy", "recipe_test_accuracy", "architectures",
                       "candidates", "budget_seconds", "recipe_epochs"),
+    "search_patches": ("kerascnn_test_accuracy", "recipe_test_accuracy", "architectures",
+                       "candidates", "budget_seconds", "recipe_epochs"),
     "recipe_ablation_digits": ("batch_norm_points", "label_smoothing_points",
                                "one_cycle_points", "linear_to_zero_points", "shift_points",
                                "flip_points", "flip_tta_points", "all_points"),

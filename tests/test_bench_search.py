@@ -35,6 +35,29 @@ def test_digits_npz_is_uint8_with_a_fixed_stratified_test_split(tmp_path):
     assert bundle.input_shape == (8, 8, 1) and bundle.num_test == 360
 
 
+def test_patches_npz_is_colour_with_test_crops_from_unseen_rows(tmp_path):
+    path = search.write_patches_npz(tmp_path / "patches.npz", train_per_class=5,
+                                    test_per_class=3)
+    with np.load(path) as f:
+        x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test",
+                                                           "y_test"))
+        names = list(f["class_names"])
+    assert x_train.shape == (80, 32, 32, 3) and x_test.shape == (48, 32, 32, 3)
+    assert x_train.dtype == np.uint8 and len(names) == 16 and names[0] == "temple_00"
+    assert np.array_equal(np.bincount(y_test), [3] * 16)
+    # no test crop equals a training crop of its class (they come from other rows)
+    for label in range(16):
+        train = x_train[y_train == label].reshape(5, -1)
+        assert not any((train == crop.reshape(1, -1)).all(axis=1).any()
+                       for crop in x_test[y_test == label])
+    again = search.write_patches_npz(tmp_path / "again.npz", train_per_class=5,
+                                     test_per_class=3)
+    with np.load(again) as f:
+        assert np.array_equal(f["x_test"], x_test)
+    assert load_dataset(path, validation_split=0.1, seed=0).input_shape == (32, 32, 3)
+    assert search.bench_name("patches") == "search_patches"
+
+
 @pytest.mark.parametrize("shape,padding,flat", [((28, 28, 1), "valid", 1600),
                                                 ((8, 8, 1), "same", 256)])
 def test_recipe_is_the_keras_io_convnet(shape, padding, flat):
