@@ -2,6 +2,7 @@
 
     python bench/final_augmentation.py                    # Fashion-MNIST sample, 3 seeds
     python bench/final_augmentation.py --dataset digits   # 8x8 digits (bench/search.py's split)
+    python bench/final_augmentation.py --dataset patches  # colour 32x32 photo crops (idem)
     python bench/final_augmentation.py --quick            # sample, 1 seed, 40 s per run
 
 A search's trials learn without augmentation: they are a few epochs long, and
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sample, 1 seed, 40 s per run")
     parser.add_argument("--dataset", default="sample",
-                        help="sample, digits, or anything kerascnn reads (default: sample)")
+                        help="sample, digits, patches, or anything kerascnn reads "
+                             "(default: sample)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="wall seconds per final training (default 85; 40 quick)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; 1 quick)")
@@ -140,7 +142,8 @@ def main(argv=None) -> int:
             figures[f"{name}_points"] = 100 * (statistics.mean(tests) - base)
     figures["final_augmentation"] = [dict(e) for e in FINAL_AUGMENTATION]
     figures["machine"] = machine()
-    name = {"sample": "final_augmentation", "digits": "final_augmentation_digits"}.get(
+    name = {"sample": "final_augmentation", "digits": "final_augmentation_digits",
+            "patches": "final_augmentation_patches"}.get(
         args.dataset, "final_augmentation_other")
     emit(name, **figures)
     return 0

@@ -36,7 +36,7 @@ END = "<!-- END figures -->"
 SECTIONED = ("cores_variants",)
 ORDER = ("cores", "cores_avx2", "efficiency", "batchnorm", "overhead", "memory", "pipeline",
          "search", "search_sample", "search_digits", "search_patches", "final_augmentation",
-         "final_augmentation_digits", "finetune", "predict_speed")
+         "final_augmentation_digits", "final_augmentation_patches", "finetune", "predict_speed")
 EXTRA: dict[str, tuple[str, ...]] = {
     "cores_avx2": ("kerascnn_median_images_per_s", "keras_median_images_per_s",
                    "kerascnn_median_cores_busy", "keras_median_cores_busy",
@@ -75,6 +75,11 @@ EXTRA: dict[str, tuple[str, ...]] = {
                                   "final_test_accuracy", "space_test_accuracy",
                                   "none_holdout_accuracy", "final_holdout_accuracy",
                                   "space_holdout_accuracy", "final_epochs", "seconds", "seeds"),
+    "final_augmentation_patches": ("final_points", "space_points", "none_test_accuracy",
+                                   "final_test_accuracy", "space_test_accuracy",
+                                   "none_holdout_accuracy", "final_holdout_accuracy",
+                                   "space_holdout_accuracy", "final_epochs", "seconds",
+                                   "seeds"),
     "finetune": ("pretrained_test_accuracy", "scratch_test_accuracy"),
     "predict_speed": ("lenet5_batched_images_per_s", "lenet5_speedup",
                       "simple_batched_images_per_s", "simple_speedup"),
