@@ -2,6 +2,7 @@
 
     python bench/search.py --quick                       # bundled sample, tune's default budget
     python bench/search.py --dataset digits --budget 3m  # scikit-learn's 8x8 digits
+    python bench/search.py --dataset patches --budget 3m # colour 32x32 crops of two photos
     python bench/search.py --dataset fashion_mnist --budget 15m
 
 Two contenders, the same data, split and budget (issue 12):
