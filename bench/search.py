@@ -127,10 +127,11 @@ def write_patches_npz(path: Path, size: int = 32, train_per_class: int = 250,
 
     Each photo (427x640 RGB: a temple, a flower) is cut into a 2x4 grid of
     regions, one class each (16 classes: roof, sky, trees, petals, leaves...).
-    A class's `size`x`size` crops come from the top three quarters of its
-    region for training and from the bottom quarter for testing, so no test
-    pixel is ever seen in training. The crops are drawn with `seed`: the same
-    file on every run and machine.
+    Each region is cut again into four bands of rows, alternately for training
+    and for testing, and a class's `size`x`size` crops are drawn inside the
+    bands of their split: test crops come from the whole region, like the
+    training ones, but no test pixel is ever seen in training. The crops are
+    drawn with `seed`: the same file on every run and machine.
     """
     from sklearn.datasets import load_sample_images
 
@@ -144,14 +145,15 @@ def write_patches_npz(path: Path, size: int = 32, train_per_class: int = 250,
                 label, region = len(names), image[r * height:(r + 1) * height,
                                                   c * width:(c + 1) * width]
                 names.append(f"{photo}_{r}{c}")
-                cut = height * 3 // 4
-                for part, rows, n in (("train", region[:cut], train_per_class),
-                                      ("test", region[cut:], test_per_class)):
-                    tops = rng.integers(0, rows.shape[0] - size + 1, n)
-                    lefts = rng.integers(0, rows.shape[1] - size + 1, n)
-                    splits[f"x_{part}"] += [rows[t:t + size, v:v + size] for t, v in
-                                            zip(tops, lefts)]
-                    splits[f"y_{part}"] += [label] * n
+                bands = np.array_split(region, 4, axis=0)
+                for part, chosen, n in (("train", bands[0::2], train_per_class),
+                                        ("test", bands[1::2], test_per_class)):
+                    for i in range(n):
+                        band = chosen[i % 2]
+                        top = rng.integers(0, band.shape[0] - size + 1)
+                        left = rng.integers(0, band.shape[1] - size + 1)
+                        splits[f"x_{part}"].append(band[top:top + size, left:left + size])
+                        splits[f"y_{part}"].append(label)
     arrays = {k: np.asarray(v, dtype=np.uint8 if k[0] == "x" else np.int32)
               for k, v in splits.items()}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def test_digits_npz_is_uint8_with_a_fixed_stratified_test_split(tmp_path):
     assert bundle.input_shape == (8, 8, 1) and bundle.num_test == 360
 
 
-def test_patches_npz_is_colour_with_test_crops_from_unseen_rows(tmp_path):
+def test_patches_npz_is_colour_with_test_crops_from_bands_never_trained_on(tmp_path):
     path = search.write_patches_npz(tmp_path / "patches.npz", train_per_class=5,
                                     test_per_class=3)
     with np.load(path) as f:
